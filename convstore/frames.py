@@ -1,0 +1,150 @@
+"""Framing of hot segments: one checksummed zstd frame per append call.
+
+Each append writes two zstd frames back to back::
+
+    skippable frame (16 bytes)           data frame (frame_len bytes)
+    +-----------+------+-----------+-------+------------------------------------+
+    | 5C2A4D18  | 8    | frame_len | crc32 | zstd frame: JSONL records, content |
+    | magic LE  | size | u32 LE    | u32 LE| size and XXH64 content checksum    |
+    +-----------+------+-----------+-------+------------------------------------+
+
+The first is a zstd *skippable* frame, so ``zstdcat`` and DuckDB's
+``read_json(..., compression='zstd')`` read a segment as plain JSONL and ignore it. It tells a
+reader where the data frame ends without decompressing it, and ``crc32`` (of the compressed
+bytes) catches torn and flipped bytes. zstd's own content checksum guards the decompressed text.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import zstandard
+
+MAGIC = 0x184D2A5C
+HEADER = struct.Struct("<IIII")
+HEADER_SIZE = HEADER.size
+_MAGIC_BYTES = struct.pack("<II", MAGIC, 8)
+# An 8-byte zstd skippable frame (magic 0x184D2A5D, size 0) that closes a segment: whoever
+# holds the lock next starts the following sequence number. Written when a segment passes its
+# roll size and by compaction before it seals a segment, so that a process still holding the
+# old file open notices (the size changed) and moves on instead of appending to it.
+END_MARKER = struct.pack("<II", 0x184D2A5D, 0)
+LEVEL = 3
+
+_decompressor = zstandard.ZstdDecompressor()
+
+
+def new_compressor(level: int = LEVEL) -> zstandard.ZstdCompressor:
+    # Not shared between threads: a ZstdCompressor is not thread-safe.
+    return zstandard.ZstdCompressor(level=level, write_checksum=True, write_content_size=True)
+
+
+def encode_frame(payload: bytes, compressor: zstandard.ZstdCompressor) -> bytes:
+    data = compressor.compress(payload)
+    return HEADER.pack(MAGIC, 8, len(data), zlib.crc32(data)) + data
+
+
+@dataclass
+class Damage:
+    """A byte range of a segment that failed its checks."""
+
+    offset: int
+    end: int
+    reason: str
+    torn: bool = False  # an incomplete frame at the end of the file (a write in flight or a crash)
+
+
+@dataclass
+class ScanResult:
+    frames: list[tuple[int, int, bytes]] = field(default_factory=list)  # (offset, end, payload)
+    damage: list[Damage] = field(default_factory=list)
+    # Where the readable part ends: the file size when clean, the start of a torn tail otherwise.
+    # A reader resumes here next time; a writer truncates to it under the lock.
+    valid_end: int = 0
+    closed: bool = False  # an end marker was seen: the segment takes no more appends
+
+    @property
+    def torn(self) -> Damage | None:
+        if self.damage and self.damage[-1].torn:
+            return self.damage[-1]
+        return None
+
+
+def scan(data: bytes | memoryview, base: int = 0, *, decompress: bool = True) -> ScanResult:
+    """Walk the frames in ``data`` (which starts at file offset ``base``).
+
+    A bad frame in the middle is reported and skipped by searching for the next header whose
+    checksum holds, so damage never hides the records after it. A frame cut short at the end is
+    a torn tail: reported with ``torn=True`` and left out of ``valid_end``.
+    """
+    buf = bytes(data)
+    size = len(buf)
+    result = ScanResult()
+    pos = 0
+    while pos < size:
+        if buf.startswith(END_MARKER, pos):
+            result.closed = True
+            pos += len(END_MARKER)
+            continue
+        problem = _frame_at(buf, pos)
+        if isinstance(problem, tuple):
+            end, frame = problem
+            payload = b""
+            if decompress:
+                try:
+                    payload = _decompressor.decompress(frame)
+                except zstandard.ZstdError as e:
+                    nxt = _resync(buf, pos + 1)
+                    result.damage.append(Damage(base + pos, base + nxt, f"zstd: {e}"))
+                    pos = nxt
+                    continue
+            result.frames.append((base + pos, base + end, payload))
+            pos = end
+            continue
+        nxt = _resync(buf, pos + 1)
+        if nxt == size and problem == "incomplete":
+            result.damage.append(Damage(base + pos, base + size, "incomplete frame", torn=True))
+            result.valid_end = base + pos
+            return result
+        result.damage.append(Damage(base + pos, base + nxt, problem))
+        pos = nxt
+    result.valid_end = base + size
+    return result
+
+
+def _frame_at(buf: bytes, pos: int) -> tuple[int, bytes] | str:
+    """(end, compressed frame) if a whole, checksummed frame starts at ``pos``; else why not."""
+    if len(buf) - pos < HEADER_SIZE:
+        head = buf[pos : pos + 8]
+        torn = _MAGIC_BYTES.startswith(head) or END_MARKER.startswith(head)
+        return "incomplete" if torn else "bad header"
+    magic, skip, length, crc = HEADER.unpack_from(buf, pos)
+    if magic != MAGIC or skip != 8:
+        return "bad header"
+    start = pos + HEADER_SIZE
+    end = start + length
+    if end > len(buf):
+        return "incomplete"
+    frame = buf[start:end]
+    if zlib.crc32(frame) != crc:
+        return "checksum mismatch"
+    return end, frame
+
+
+def _resync(buf: bytes, start: int) -> int:
+    """Offset of the next header from ``start`` whose frame checks out, or ``len(buf)``."""
+    pos = buf.find(_MAGIC_BYTES, start)
+    while pos != -1:
+        if isinstance(_frame_at(buf, pos), tuple):
+            return pos
+        pos = buf.find(_MAGIC_BYTES, pos + 1)
+    return len(buf)
+
+
+def decode_records(payload: bytes) -> list[dict[str, Any]]:
+    """The JSON records of one decompressed frame (raises ValueError on a bad line)."""
+    return [orjson.loads(line) for line in payload.splitlines() if line]

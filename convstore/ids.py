@@ -1,0 +1,135 @@
+"""Identifiers and timestamps.
+
+Record ids sort by the time they were made and are unique across clones without coordination:
+14 hex digits of microseconds since the epoch, then 12 hex digits of randomness (48 bits).
+Timestamps travel as ISO-8601 UTC strings with exactly six fractional digits and a ``Z``.
+"""
+
+from __future__ import annotations
+
+import calendar
+import os
+import re
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+
+from .errors import InvalidDate, InvalidSessionId
+
+SESSION_ID_MAX = 128
+# The documented charset (docs/FORMAT.md): ASCII letters, digits, '_', '-', '.', starting with a
+# letter, digit or '_'. No separators, so an id is always exactly one folder name.
+_SESSION_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
+# Names Windows refuses as file names, whatever the extension; refused everywhere so that a
+# store stays portable between machines.
+_WINDOWS_RESERVED = frozenset(
+    ["CON", "PRN", "AUX", "NUL"]
+    + [f"COM{i}" for i in range(1, 10)]
+    + [f"LPT{i}" for i in range(1, 10)]
+)
+_RECORD_ID = re.compile(r"[0-9a-f]{26}")
+
+_clock_lock = threading.Lock()
+_last_us = 0
+
+
+def now_us() -> int:
+    """Microseconds since the epoch, strictly increasing within this process.
+
+    Appends from one process therefore never share a timestamp, which keeps their order
+    stable when readers sort by (created_at, id). A wall clock that steps back is absorbed by
+    keeping the last value plus one microsecond.
+    """
+    global _last_us
+    with _clock_lock:
+        t = time.time_ns() // 1000
+        if t <= _last_us:
+            t = _last_us + 1
+        _last_us = t
+        return t
+
+
+def new_id(at_us: int | None = None) -> str:
+    """A fresh record id: time-sortable, 26 lowercase hex characters."""
+    t = now_us() if at_us is None else at_us
+    return f"{t & 0xFFFFFFFFFFFFFF:014x}{os.urandom(6).hex()}"
+
+
+def is_record_id(value: str) -> bool:
+    return bool(_RECORD_ID.fullmatch(value))
+
+
+def validate_session_id(session_id: object) -> str:
+    """Return ``session_id`` if it may name a folder in the store, else raise."""
+    if not isinstance(session_id, str):
+        raise InvalidSessionId(
+            f"session id must be a string, not {type(session_id).__name__}"
+        )
+    if not session_id:
+        raise InvalidSessionId("session id is empty; pass a name or omit it to get a new id")
+    if len(session_id) > SESSION_ID_MAX:
+        raise InvalidSessionId(
+            f"session id is {len(session_id)} characters long; the limit is {SESSION_ID_MAX}"
+        )
+    if not _SESSION_ID.fullmatch(session_id) or ".." in session_id:
+        raise InvalidSessionId(
+            f"session id {session_id!r} is not allowed: use letters, digits, '_', '-' and '.', "
+            "start with a letter, digit or '_', and do not use '..'"
+        )
+    if session_id.split(".")[0].upper() in _WINDOWS_RESERVED:
+        raise InvalidSessionId(
+            f"session id {session_id!r} is a reserved device name on Windows; choose another"
+        )
+    return session_id
+
+
+_fmt_cache: tuple[int, str] = (-1, "")
+
+
+def format_us(us: int) -> str:
+    """Format microseconds since the epoch as ``YYYY-MM-DDTHH:MM:SS.ffffffZ``."""
+    global _fmt_cache
+    sec, frac = divmod(us, 1_000_000)
+    cached_sec, prefix = _fmt_cache
+    if cached_sec != sec:
+        prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+        _fmt_cache = (sec, prefix)
+    return f"{prefix}.{frac:06d}Z"
+
+
+def parse_us(text: str) -> int:
+    """Parse the on-disk timestamp form back to microseconds (fast path, strict)."""
+    try:
+        if len(text) == 27 and text[10] == "T" and text[-1] == "Z" and text[19] == ".":
+            sec = calendar.timegm(
+                (
+                    int(text[0:4]),
+                    int(text[5:7]),
+                    int(text[8:10]),
+                    int(text[11:13]),
+                    int(text[14:16]),
+                    int(text[17:19]),
+                    0,
+                    0,
+                    0,
+                )
+            )
+            return sec * 1_000_000 + int(text[20:26])
+        return to_us(datetime.fromisoformat(text.replace("Z", "+00:00")))
+    except (ValueError, TypeError) as e:
+        raise InvalidDate(f"timestamp {text!r} is not ISO-8601: {e}") from None
+
+
+def to_us(dt: datetime) -> int:
+    """Microseconds since the epoch of an aware datetime; naive datetimes are taken as UTC."""
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    delta = dt - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_us(us: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=us)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)

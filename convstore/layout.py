@@ -1,0 +1,156 @@
+"""Where things live in a store folder, and the files that mark a folder as a store.
+
+::
+
+    <store>/
+      convstore.json          format marker: {"format": "convstore", "version": 1}
+      .gitignore              keeps .cache/ out of git
+      .gitattributes          segments and sealed files are binary: git never merges inside them
+      sessions/<session_id>/
+        hot.<writer>.<seq>.jsonl.zst    hot segments, append-only, owned by one writer
+        sealed.<sha256>.parquet         sealed segments, immutable, named by their content
+      .cache/                 local and derived: never synced, safe to delete
+        writer_id             this clone's writer identity
+        locks/                per-session and store-wide lock files
+        catalog/, index/      the query layer's derived caches
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+from pathlib import Path
+
+from .errors import FormatVersionError, StoreError
+
+FORMAT_NAME = "convstore"
+FORMAT_VERSION = 1
+MARKER = "convstore.json"
+SESSIONS = "sessions"
+CACHE = ".cache"
+GITIGNORE = "/.cache/\n"
+GITATTRIBUTES = "*.zst binary\n*.parquet binary\n"
+
+HOT_RE = re.compile(r"hot\.([a-z0-9]{8,32})\.(\d{6,})\.jsonl\.zst")
+SEALED_RE = re.compile(r"sealed\.([0-9a-f]{64})\.parquet")
+WRITER_RE = re.compile(r"[a-z0-9]{8,32}")
+
+
+def hot_name(writer: str, seq: int) -> str:
+    return f"hot.{writer}.{seq:06d}.jsonl.zst"
+
+
+def sealed_name(digest: str) -> str:
+    return f"sealed.{digest}.parquet"
+
+
+def default_path() -> Path:
+    """``$CONVSTORE_DIR``, else the platform's user data folder."""
+    env = os.environ.get("CONVSTORE_DIR")
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("convstore", appauthor=False))
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or a new file in ``path`` durable (POSIX needs the directory fsynced)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems (and Windows) do not fsync directories
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write a whole file so that readers see the old content or the new, never a mix."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def init_folder(root: Path) -> None:
+    """Create the store's skeleton, or check that an existing folder is a store we can read."""
+    marker = root / MARKER
+    if marker.exists():
+        read_marker(root)
+    else:
+        if root.exists() and not root.is_dir():
+            raise StoreError(f"{root} exists and is not a folder; choose another store path")
+        if root.exists() and any(p.name not in (".git", CACHE) for p in root.iterdir()):
+            raise StoreError(
+                f"{root} is a non-empty folder without {MARKER}; it is not a convstore store. "
+                "Choose an empty or new folder"
+            )
+        root.mkdir(parents=True, exist_ok=True)
+        body = {"format": FORMAT_NAME, "version": FORMAT_VERSION}
+        write_atomic(marker, (json.dumps(body, indent=2) + "\n").encode())
+    (root / SESSIONS).mkdir(exist_ok=True)
+    for name, text in ((".gitignore", GITIGNORE), (".gitattributes", GITATTRIBUTES)):
+        p = root / name
+        if not p.exists():
+            write_atomic(p, text.encode())
+    (root / CACHE / "locks").mkdir(parents=True, exist_ok=True)
+
+
+def read_marker(root: Path) -> int:
+    marker = root / MARKER
+    try:
+        body = json.loads(marker.read_text("utf-8"))
+        version = body["version"]
+        if body.get("format") != FORMAT_NAME or not isinstance(version, int):
+            raise ValueError("not a convstore marker")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise StoreError(
+            f"{marker} is unreadable ({e}); restore it from git or a backup, "
+            f'or write {{"format": "convstore", "version": {FORMAT_VERSION}}}'
+        ) from None
+    if version > FORMAT_VERSION:
+        raise FormatVersionError(
+            f"{root} uses format version {version}; this convstore reads up to "
+            f"{FORMAT_VERSION}. Upgrade convstore"
+        )
+    return version
+
+
+def writer_id(root: Path) -> str:
+    """This clone's writer identity, made once and kept in the local cache.
+
+    It lives under .cache/ so that every git clone (which never receives .cache/) gets its own,
+    and therefore its own hot segment files: two clones never write the same file.
+    """
+    path = root / CACHE / "writer_id"
+    try:
+        value = path.read_text("ascii").strip()
+        if WRITER_RE.fullmatch(value):
+            return value
+    except (OSError, UnicodeDecodeError):
+        pass
+    candidate = secrets.token_hex(6)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".writer_id.{candidate}.tmp")
+    tmp.write_text(candidate + "\n", "ascii")
+    try:
+        # link() fails if another process won the race; then its id is the one to use.
+        os.link(tmp, path)
+    except FileExistsError:
+        value = path.read_text("ascii").strip()
+        if not WRITER_RE.fullmatch(value):
+            os.replace(tmp, path)
+            return candidate
+        return value
+    finally:
+        tmp.unlink(missing_ok=True)
+    return candidate

@@ -1,0 +1,159 @@
+"""Locks that cover threads *and* processes.
+
+A per-session lock serialises appends to a session's hot segment. It is two locks taken in
+order: a ``threading.Lock`` (flock is per open file description, so two threads sharing one
+descriptor would both "hold" it) and then ``fcntl.flock`` on a lock file under ``.cache/locks``.
+
+Why not ``filelock.FileLock`` here: it opens the lock file on every acquire, which measured
+83 us per acquire/release on this machine against 0.8 us for ``flock`` on a descriptor kept
+open. The append path has about 70 us to spend beyond its fsync. ``filelock`` serves the
+store-wide locks (compaction, catalog refresh) where that cost does not matter, and is the
+fallback where ``fcntl`` does not exist.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+from types import TracebackType
+
+import filelock
+
+from .errors import LockTimeout
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+DEFAULT_TIMEOUT = 30.0
+
+
+class SessionLock:
+    """Exclusive lock on one session, for threads and processes alike. Re-entrant per thread."""
+
+    def __init__(self, path: Path, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.path = path
+        self.timeout = timeout
+        self._thread_lock = threading.RLock()
+        self._fd: int | None = None
+        self._depth = 0
+        self._fallback: filelock.FileLock | None = None
+        if fcntl is None:  # pragma: no cover - Windows
+            self._fallback = filelock.FileLock(str(path))
+
+    def acquire(self) -> None:
+        if not self._thread_lock.acquire(timeout=self.timeout):
+            raise LockTimeout(
+                f"session lock {self.path.name} is held by another thread for over "
+                f"{self.timeout:.0f}s; retry later"
+            )
+        self._depth += 1
+        if self._depth > 1:
+            return
+        try:
+            self._acquire_os()
+        except BaseException:
+            self._depth -= 1
+            self._thread_lock.release()
+            raise
+
+    def _acquire_os(self) -> None:
+        if self._fallback is not None:  # pragma: no cover - Windows
+            try:
+                self._fallback.acquire(timeout=self.timeout)
+            except filelock.Timeout:
+                raise LockTimeout(f"session lock {self.path} is busy; retry later") from None
+            return
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            pass
+        # Contended: poll with a short back-off rather than blocking forever, so that a stuck
+        # peer surfaces as LockTimeout instead of a hang.
+        deadline = time.monotonic() + self.timeout
+        delay = 0.0001
+        while True:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise LockTimeout(
+                        f"session lock {self.path} held by another process for over "
+                        f"{self.timeout:.0f}s; retry later"
+                    ) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.005)
+
+    def release(self) -> None:
+        self._depth -= 1
+        if self._depth == 0:
+            if self._fallback is not None:  # pragma: no cover - Windows
+                self._fallback.release()
+            elif self._fd is not None:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+        self._thread_lock.release()
+
+    def close(self) -> None:
+        with self._thread_lock:
+            if self._fd is not None and self._depth == 0:
+                os.close(self._fd)
+                self._fd = None
+
+    def __enter__(self) -> SessionLock:
+        self.acquire()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
+
+
+class LockTable:
+    """One SessionLock per session, keeping at most ``limit`` lock files open."""
+
+    def __init__(self, folder: Path, limit: int = 256) -> None:
+        self.folder = folder
+        self.limit = limit
+        self._locks: OrderedDict[str, SessionLock] = OrderedDict()
+        self._guard = threading.Lock()
+
+    def get(self, name: str) -> SessionLock:
+        with self._guard:
+            lock = self._locks.get(name)
+            if lock is None:
+                lock = SessionLock(self.folder / f"{name}.lock")
+                self._locks[name] = lock
+                while len(self._locks) > self.limit:
+                    old_name, old = next(iter(self._locks.items()))
+                    if old._depth:  # held right now: keep it, try again later
+                        break
+                    del self._locks[old_name]
+                    old.close()
+            else:
+                self._locks.move_to_end(name)
+            return lock
+
+    def close(self) -> None:
+        with self._guard:
+            for lock in self._locks.values():
+                lock.close()
+            self._locks.clear()
+
+
+def store_lock(root: Path, name: str, timeout: float = DEFAULT_TIMEOUT) -> filelock.FileLock:
+    """A store-wide lock (compaction, catalog refresh), via ``filelock``."""
+    folder = root / ".cache" / "locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    return filelock.FileLock(str(folder / f"{name}.lock"), timeout=timeout)

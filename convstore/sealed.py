@@ -1,0 +1,110 @@
+"""Sealed segments: immutable Parquet files named by the SHA-256 of their bytes.
+
+Columns (one row per record, sorted by ``created_at``, ``id``):
+
+=========== ======================= =================================================
+column      type                    meaning
+=========== ======================= =================================================
+id          string                  record id
+kind        string                  record kind (``records.py``)
+session     string                  session id
+created_at  timestamp[us, tz=UTC]   record time
+role        string (null)           message role, for messages
+text        string (null)           plain text of the message, for analysts
+record      string                  the whole record as JSON: the reader's truth
+=========== ======================= =================================================
+
+Any Parquet reader can query the first six columns; convstore itself reads ``record``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .errors import CorruptData
+from .ids import parse_us
+from .layout import SEALED_RE, fsync_dir, sealed_name
+from .records import content_text, encode_json
+
+SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("kind", pa.string()),
+        ("session", pa.string()),
+        ("created_at", pa.timestamp("us", tz="UTC")),
+        ("role", pa.string()),
+        ("text", pa.string()),
+        ("record", pa.string()),
+    ]
+)
+
+
+def write_sealed(folder: Path, records: Iterable[dict[str, Any]]) -> Path:
+    """Write records as a sealed file in ``folder``; return its path (content-named).
+
+    Atomic: a temporary file is written and fsynced, renamed to its hash name, and the folder
+    fsynced. Two clones sealing the same records write the same bytes under the same name, so
+    git sees one file, not a conflict.
+    """
+    rows = sorted(records, key=lambda r: (r["created_at"], r["id"]))
+    columns: dict[str, list[Any]] = {name: [] for name in SCHEMA.names}
+    for r in rows:
+        columns["id"].append(r["id"])
+        columns["kind"].append(r["kind"])
+        columns["session"].append(r["session"])
+        columns["created_at"].append(parse_us(r["created_at"]))
+        is_message = r["kind"] == "message"
+        columns["role"].append(r.get("role") if is_message else None)
+        columns["text"].append(content_text(r.get("content", "")) if is_message else None)
+        columns["record"].append(encode_json(r))
+    table = pa.table(columns, schema=SCHEMA)
+    tmp = folder / f".sealing.{secrets.token_hex(6)}.tmp"
+    # Deterministic bytes for identical input: fixed writer options, no creation timestamp
+    # that varies between runs (pyarrow writes none), one row group.
+    pq.write_table(
+        table,
+        tmp,
+        compression="zstd",
+        compression_level=9,
+        use_dictionary=["kind", "session", "role"],
+        write_statistics=True,
+        row_group_size=max(1, len(rows)),
+        write_page_checksum=True,
+    )
+    digest = file_digest(tmp)
+    final = folder / sealed_name(digest)
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, final)
+    fsync_dir(folder)
+    return final
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_sealed(path: Path, *, verify: bool = False) -> list[dict[str, Any]]:
+    """The records of a sealed file. ``verify`` also checks the name against the content hash."""
+    m = SEALED_RE.fullmatch(path.name)
+    if verify and (m is None or file_digest(path) != m.group(1)):
+        raise CorruptData(f"{path} does not match its content hash; restore it from git or a clone")
+    try:
+        table = pq.read_table(path, columns=["record"])
+        return [orjson.loads(s) for s in table.column("record").to_pylist()]
+    except (OSError, ValueError, pa.ArrowException) as e:
+        raise CorruptData(f"{path} is not a readable sealed file: {e}") from None
+

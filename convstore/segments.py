@@ -1,0 +1,193 @@
+"""The write side of hot segments: one appender per session, shared by threads and processes.
+
+Every append happens under the session lock (``locks.py``), so the bytes of one append call are
+written contiguously and never interleave with another writer's, in this process or another.
+Processes of one clone share one writer id and therefore one current segment file.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+from pathlib import Path
+
+from . import frames
+from .errors import ConvstoreError
+from .layout import HOT_RE, fsync_dir, hot_name
+
+END_MARKER = frames.END_MARKER
+DEFAULT_ROLL_BYTES = 8 * 1024 * 1024
+
+
+class Appender:
+    """Appends frames to the current hot segment of one session for this writer.
+
+    Not thread-safe by itself: every call must be made holding the session's lock.
+    """
+
+    def __init__(self, folder: Path, writer: str, roll_bytes: int = DEFAULT_ROLL_BYTES) -> None:
+        self.folder = folder
+        self.writer = writer
+        self.roll_bytes = roll_bytes
+        self.compressor = frames.new_compressor()
+        self.path: Path | None = None
+        self.seq = 0
+        self.fd: int | None = None
+        self.end = 0  # size of the file as of our last write or check, excluding torn bytes
+        self.dirty = False
+        self.guard = threading.Lock()  # taken by the store's fd-eviction, never while writing
+
+    # -- locating the current segment -------------------------------------------------------
+
+    def _current_seq(self) -> int:
+        best = 0
+        try:
+            names = os.listdir(self.folder)
+        except FileNotFoundError:
+            return 0
+        for name in names:
+            m = HOT_RE.fullmatch(name)
+            if m and m.group(1) == self.writer:
+                best = max(best, int(m.group(2)))
+        return best
+
+    def _open(self) -> None:
+        if not self.folder.exists():
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fsync_dir(self.folder.parent)
+        seq = self._current_seq()
+        created = False
+        if seq == 0:
+            seq, created = 1, True
+        path = self.folder / hot_name(self.writer, seq)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self.fd, self.path, self.seq, self.end = fd, path, seq, 0
+        if created or os.fstat(fd).st_size == 0:
+            # The new directory entry must survive a crash as well as the data written to it.
+            fsync_dir(self.folder)
+            return
+        self._catch_up()
+
+    def _catch_up(self) -> None:
+        """Validate bytes appended since ``self.end`` by other processes (or a crash)."""
+        assert self.fd is not None and self.path is not None
+        size = os.fstat(self.fd).st_size
+        if size == self.end:
+            return
+        with open(self.path, "rb") as fh:
+            fh.seek(self.end)
+            data = fh.read(size - self.end)
+        result = frames.scan(data, self.end, decompress=False)
+        if result.closed:
+            self._close_fd()
+            self.seq += 1
+            self._open_next()
+            return
+        torn = result.torn
+        if torn is not None:
+            # Bytes of an append that never returned (its writer died mid-write): no one was
+            # told they were stored, and we hold the lock, so no live writer is producing them.
+            os.ftruncate(self.fd, torn.offset)
+            os.fsync(self.fd)
+            size = torn.offset
+        self.end = size
+
+    def _open_next(self) -> None:
+        seq = max(self.seq, self._current_seq())
+        path = self.folder / hot_name(self.writer, seq)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self.fd, self.path, self.seq, self.end = fd, path, seq, 0
+        fsync_dir(self.folder)
+        self._catch_up()
+
+    def _close_fd(self) -> None:
+        if self.fd is not None:
+            if self.dirty:
+                os.fdatasync(self.fd)
+                self.dirty = False
+            os.close(self.fd)
+            self.fd = None
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def append(self, frame: bytes, *, sync: bool) -> tuple[str, int, int]:
+        """Write one encoded frame; return (segment file name, start offset, end offset)."""
+        with self.guard:
+            if self.fd is None:
+                self._open()
+            else:
+                st = os.fstat(self.fd)  # type: ignore[arg-type]
+                if st.st_nlink == 0:  # sealed and removed by compaction: move on
+                    self._close_fd()
+                    self._open()
+                elif st.st_size != self.end:
+                    self._catch_up()
+            assert self.fd is not None and self.path is not None
+            start = self.end
+            try:
+                _write_all(self.fd, frame)
+                if sync:
+                    os.fdatasync(self.fd)
+                else:
+                    self.dirty = True
+            except OSError as e:
+                # Take back a partial write so the segment ends on a frame boundary. We hold
+                # the lock, so these bytes are ours alone.
+                try:
+                    os.ftruncate(self.fd, start)
+                except OSError:
+                    pass
+                what = "the disk is full" if e.errno == errno.ENOSPC else e.strerror
+                raise ConvstoreError(
+                    f"could not append to {self.path}: {what}; nothing was stored"
+                ) from None
+            self.end = start + len(frame)
+            name = self.path.name
+            if self.end >= self.roll_bytes:
+                self._roll()
+            return name, start, start + len(frame)
+
+    def close_segment(self) -> Path | None:
+        """Close the current segment so that the next append starts a new one (for sealing)."""
+        with self.guard:
+            if self.fd is None:
+                self._open()
+            else:
+                self._catch_up()
+            assert self.path is not None
+            if self.end == 0:
+                return None
+            path = self.path
+            self._roll()
+            return path
+
+    def _roll(self) -> None:
+        assert self.fd is not None
+        _write_all(self.fd, END_MARKER)
+        os.fdatasync(self.fd)
+        self.dirty = False
+        os.close(self.fd)
+        self.fd = None
+        self.seq += 1
+        path = self.folder / hot_name(self.writer, self.seq)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fsync_dir(self.folder)
+        self.fd, self.path, self.end = fd, path, 0
+
+    def sync(self) -> None:
+        with self.guard:
+            if self.fd is not None and self.dirty:
+                os.fdatasync(self.fd)
+                self.dirty = False
+
+    def close(self) -> None:
+        with self.guard:
+            self._close_fd()
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]

@@ -1,0 +1,506 @@
+"""A session (conversation, thread): its messages, its agent state and its checkpoints."""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .dates import When, parse_when
+from .errors import CheckpointNotFound, InvalidInput, MessageNotFound
+from .ids import format_us, from_us, new_id, now_us, parse_us, to_us
+from .records import (
+    Content,
+    JSONDict,
+    Message,
+    blob_hash,
+    check_content,
+    check_json,
+    check_metadata,
+    check_role,
+)
+
+if TYPE_CHECKING:
+    from .store import Store
+    from .view import Checkpoint, Key, SessionView
+
+_UNSET: Any = object()
+
+
+@dataclass(frozen=True)
+class StateEntry:
+    """One saved agent state."""
+
+    id: str
+    created_at: datetime
+    state: Any
+
+
+@dataclass(frozen=True)
+class CheckpointEntry:
+    """A checkpoint with its state resolved."""
+
+    checkpoint_id: str
+    namespace: str
+    parent_id: str | None
+    metadata: JSONDict
+    created_at: datetime
+    state: Any
+
+
+@dataclass(frozen=True)
+class PendingWrite:
+    """Writes a task made after a checkpoint (LangGraph's pending writes)."""
+
+    task_id: str
+    task_path: str
+    writes: list[tuple[str, Any]]
+
+
+class Session:
+    """A handle on one session. Cheap to make; every read sees the files as they are now."""
+
+    def __init__(self, store: Store, session_id: str) -> None:
+        self.store = store
+        self.id = session_id
+
+    def __repr__(self) -> str:
+        return f"Session({self.id!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Session) and other.store is self.store and other.id == self.id
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    # -- metadata ------------------------------------------------------------------------------
+
+    def _view(self) -> SessionView:
+        return self.store._live_view(self.id)
+
+    @property
+    def path(self) -> Path:
+        return self.store._session_folder(self.id)
+
+    @property
+    def title(self) -> str | None:
+        return self._view().field("title")  # type: ignore[no-any-return]
+
+    @property
+    def user_id(self) -> str | None:
+        return self._view().field("user_id")  # type: ignore[no-any-return]
+
+    @property
+    def org_id(self) -> str | None:
+        return self._view().field("org_id")  # type: ignore[no-any-return]
+
+    @property
+    def agent_id(self) -> str | None:
+        return self._view().field("agent_id")  # type: ignore[no-any-return]
+
+    @property
+    def metadata(self) -> JSONDict:
+        return dict(self._view().field("metadata") or {})
+
+    @property
+    def parent(self) -> tuple[str, str] | None:
+        """(parent session id, message id) for a branch, else None."""
+        p = self._view().field("parent")
+        return None if not p else (p["session"], p["message"])
+
+    @property
+    def created_at(self) -> datetime:
+        first = self._view().first_key
+        return from_us(first[0] if first else 0)
+
+    @property
+    def updated_at(self) -> datetime:
+        return from_us(self._view().last_us)
+
+    def info(self) -> JSONDict:
+        """Everything about the session but its messages, as JSON-ready values."""
+        view = self._view()
+        parent = view.field("parent")
+        return {
+            "id": self.id,
+            "title": view.field("title"),
+            "user_id": view.field("user_id"),
+            "org_id": view.field("org_id"),
+            "agent_id": view.field("agent_id"),
+            "metadata": view.field("metadata") or {},
+            "parent": parent or None,
+            "created_at": format_us(view.first_key[0] if view.first_key else 0),
+            "updated_at": format_us(view.last_us),
+            "messages": len(self),
+        }
+
+    def update(self, *, title: str | None = _UNSET, metadata: Mapping[str, Any] | None = _UNSET) -> None:
+        """Change the title and/or replace the metadata (last writer wins per field)."""
+        record: JSONDict = {}
+        if title is not _UNSET:
+            record["title"] = _check_label(title, "title", 1000)
+        if metadata is not _UNSET:
+            record["metadata"] = check_metadata(metadata)
+        if not record:
+            raise InvalidInput("update() needs title= or metadata=")
+        self.store._write(self.id, [self.store._record("session", self.id, **record)])
+
+    # -- messages ------------------------------------------------------------------------------
+
+    def append(
+        self,
+        role: str,
+        content: Content,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        created_at: datetime | str | None = None,
+    ) -> Message:
+        """Append one message; with the default durability it is on disk when this returns."""
+        record, message = _message_record(self.id, role, content, metadata, created_at)
+        self.store._write(self.id, [record])
+        return message
+
+    def extend(self, messages: Iterable[Mapping[str, Any] | Message]) -> list[Message]:
+        """Append many messages as one frame: one lock, one write, one fsync. All or nothing."""
+        records: list[JSONDict] = []
+        made: list[Message] = []
+        for i, m in enumerate(messages):
+            if isinstance(m, Message):
+                item: Mapping[str, Any] = {
+                    "role": m.role,
+                    "content": m.content,
+                    "metadata": m.metadata,
+                    "created_at": m.created_at,
+                }
+            elif isinstance(m, Mapping):
+                item = m
+            else:
+                raise InvalidInput(f"messages[{i}] must be a dict or a Message, not {type(m).__name__}")
+            unknown = set(item) - {"role", "content", "metadata", "created_at"}
+            if unknown:
+                raise InvalidInput(f"messages[{i}] has unknown keys {sorted(unknown)}")
+            if "role" not in item or "content" not in item:
+                raise InvalidInput(f"messages[{i}] needs 'role' and 'content'")
+            record, message = _message_record(
+                self.id, item["role"], item["content"], item.get("metadata"), item.get("created_at")
+            )
+            records.append(record)
+            made.append(message)
+        if records:
+            self.store._write(self.id, records)
+        return made
+
+    def _ordered(self) -> list[Message]:
+        return self.store._ordered(self.id)
+
+    def messages(
+        self,
+        limit: int | None = None,
+        before: str | When | None = None,
+        after: str | When | None = None,
+    ) -> list[Message]:
+        """Messages in chronological order.
+
+        ``before``/``after`` take a message id (exclusive cursor) or a date (see ``dates.py``).
+        With ``before`` and a ``limit``, the page is the ``limit`` messages just before it, so
+        ``messages(limit=20, before=oldest_shown.id)`` scrolls back.
+        """
+        if limit is not None and (not isinstance(limit, int) or limit < 0):
+            raise InvalidInput(f"limit must be a non-negative integer, not {limit!r}")
+        ordered = self._ordered()
+        keys = [(to_us(m.created_at), m.id) for m in ordered] if (before or after) else []
+        lo, hi = 0, len(ordered)
+        if after is not None:
+            lo = self._cut(keys, after, ordered, inclusive_date=True, cursor_after=True)
+        if before is not None:
+            hi = self._cut(keys, before, ordered, inclusive_date=False, cursor_after=False)
+        page = ordered[lo:hi] if lo < hi else []
+        if limit is not None:
+            page = page[-limit:] if (before is not None and after is None) else page[:limit]
+            if limit == 0:
+                page = []
+        return page
+
+    def _cut(
+        self,
+        keys: list[Key],
+        bound: str | When,
+        ordered: list[Message],
+        *,
+        inclusive_date: bool,
+        cursor_after: bool,
+    ) -> int:
+        if isinstance(bound, str):
+            for i, m in enumerate(ordered):
+                if m.id == bound:
+                    return i + 1 if cursor_after else i
+        us = parse_when(bound)
+        assert us is not None
+        return bisect.bisect_left(keys, (us, ""))
+
+    def recent(self, n: int = 20) -> list[Message]:
+        """The last ``n`` messages, oldest first: what goes into the next prompt."""
+        if not isinstance(n, int) or n < 0:
+            raise InvalidInput(f"n must be a non-negative integer, not {n!r}")
+        return self._ordered()[-n:] if n else []
+
+    def get(self, message_id: str) -> Message:
+        msg = self._view().messages.get(message_id)
+        if msg is None:
+            for m in self._ordered():  # inherited by a branch
+                if m.id == message_id:
+                    return m
+            raise MessageNotFound(f"no message {message_id!r} in session {self.id!r}")
+        return msg
+
+    def edit(self, message_id: str, content: Content) -> Message:
+        """Replace a message's content. The old content is purged by the next compaction."""
+        content = check_content(content)
+        self._own_message(message_id)
+        record = self.store._record("edit", self.id, target=message_id, content=content)
+        self.store._write(self.id, [record])
+        return self.get(message_id)
+
+    def delete_message(self, message_id: str) -> None:
+        """Delete a message (a tombstone now; the bytes go at the next compaction)."""
+        self._own_message(message_id)
+        self.store._write(self.id, [self.store._record("delete", self.id, target=message_id)])
+
+    def _own_message(self, message_id: str) -> None:
+        if message_id not in self._view().messages:
+            if any(m.id == message_id for m in self._ordered()):
+                raise InvalidInput(
+                    f"message {message_id!r} belongs to the parent of branch {self.id!r}; "
+                    "edit it there, or append a corrected message to the branch"
+                )
+            raise MessageNotFound(f"no message {message_id!r} in session {self.id!r}")
+
+    def __len__(self) -> int:
+        return len(self._ordered())
+
+    def __iter__(self) -> Any:
+        return iter(self._ordered())
+
+    def branch(
+        self, at: str | None = None, *, branch_id: str | None = None, title: str | None = None
+    ) -> Session:
+        """A branch sharing this session's history up to message ``at``; see Store.branch."""
+        return self.store.branch(self.id, at, branch_id=branch_id, title=title)
+
+    # -- agent state ---------------------------------------------------------------------------
+
+    def save_state(self, state: Any) -> str:
+        """Save the agent's state; returns the state record's id. Unchanged keys are not rewritten."""
+        records, ref = self._blob_records(state, "state")
+        record = self.store._record("state", self.id, **ref)
+        self.store._write(self.id, [*records, record])
+        return str(record["id"])
+
+    def load_state(self, default: Any = None) -> Any:
+        """The latest saved state, or ``default``."""
+        view = self._view()
+        if not view.states:
+            return default
+        _, record = max(view.states.values(), key=lambda kr: kr[0])
+        return view.resolve(record)
+
+    def state_history(self, limit: int | None = None) -> list[StateEntry]:
+        """Saved states, newest first."""
+        view = self._view()
+        items = sorted(view.states.values(), key=lambda kr: kr[0], reverse=True)[:limit]
+        return [StateEntry(r["id"], from_us(k[0]), view.resolve(r)) for k, r in items]
+
+    def _blob_records(self, value: Any, what: str) -> tuple[list[JSONDict], JSONDict]:
+        """Blob records for the parts of ``value`` this session does not hold yet, and the ref.
+
+        A dict is split by top-level key, so a step that changes one channel of a large state
+        writes that channel only: storage grows with what changed, not with the whole state.
+        """
+        check_json(value, what)
+        known = self._view().blobs
+        fresh: dict[str, Any] = {}
+
+        def put(v: Any) -> str:
+            h, _ = blob_hash(v)
+            if h not in known and h not in fresh:
+                fresh[h] = v
+            return h
+
+        if isinstance(value, dict) and value:
+            ref: JSONDict = {"parts": {str(k): put(v) for k, v in value.items()}}
+        else:
+            ref = {"value": put(value)}
+        records = [self.store._record("blob", self.id, hash=h, data=v) for h, v in fresh.items()]
+        return records, ref
+
+    # -- checkpoints ---------------------------------------------------------------------------
+
+    def put_checkpoint(
+        self,
+        checkpoint_id: str,
+        state: Any,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        parent_id: str | None = None,
+        namespace: str = "",
+    ) -> CheckpointEntry:
+        """Store a checkpoint. Its state is split into content-addressed blobs per top-level key."""
+        _check_label(checkpoint_id, "checkpoint_id", 256, required=True)
+        _check_label(namespace, "namespace", 256)
+        if parent_id is not None:
+            _check_label(parent_id, "parent_id", 256)
+        meta = check_metadata(metadata)
+        records, ref = self._blob_records(state, "checkpoint state")
+        record = self.store._record(
+            "checkpoint",
+            self.id,
+            checkpoint_id=checkpoint_id,
+            namespace=namespace,
+            parent_id=parent_id,
+            metadata=meta,
+            **ref,
+        )
+        self.store._write(self.id, [*records, record])
+        return CheckpointEntry(
+            checkpoint_id, namespace, parent_id, meta, from_us(parse_us(record["created_at"])), state
+        )
+
+    def _entry(self, cp: Checkpoint) -> CheckpointEntry:
+        return CheckpointEntry(
+            cp.checkpoint_id,
+            cp.namespace,
+            cp.parent_id,
+            cp.metadata,
+            cp.created_at,
+            self._view().resolve(cp.record),
+        )
+
+    def get_checkpoint(self, checkpoint_id: str | None = None, *, namespace: str = "") -> CheckpointEntry:
+        """A checkpoint by id, or the newest one of ``namespace`` when no id is given."""
+        live = self._view().live_checkpoints(namespace)
+        for cp in live:
+            if checkpoint_id is None or cp.checkpoint_id == checkpoint_id:
+                return self._entry(cp)
+        what = f"checkpoint {checkpoint_id!r}" if checkpoint_id else "any checkpoint"
+        raise CheckpointNotFound(f"no {what} in namespace {namespace!r} of session {self.id!r}")
+
+    def list_checkpoints(
+        self,
+        *,
+        namespace: str | None = None,
+        before: str | None = None,
+        limit: int | None = None,
+        with_state: bool = True,
+    ) -> list[CheckpointEntry]:
+        """Checkpoints newest first; ``before`` is a checkpoint id (exclusive)."""
+        live = self._view().live_checkpoints(namespace)
+        if before is not None:
+            cut = next((cp.key for cp in live if cp.checkpoint_id == before), None)
+            live = [cp for cp in live if cut is None or cp.key < cut]
+        live = live[:limit] if limit is not None else live
+        if with_state:
+            return [self._entry(cp) for cp in live]
+        return [
+            CheckpointEntry(cp.checkpoint_id, cp.namespace, cp.parent_id, cp.metadata, cp.created_at, None)
+            for cp in live
+        ]
+
+    def delete_checkpoints(self, checkpoint_ids: Iterable[str] | None = None, *, namespace: str = "") -> None:
+        """Delete the given checkpoints of ``namespace``, or all of them (None)."""
+        ids = None if checkpoint_ids is None else [str(c) for c in checkpoint_ids]
+        record = self.store._record("cp_delete", self.id, namespace=namespace, checkpoint_ids=ids)
+        self.store._write(self.id, [record])
+
+    def put_writes(
+        self,
+        checkpoint_id: str,
+        task_id: str,
+        writes: Iterable[tuple[str, Any]],
+        *,
+        task_path: str = "",
+        namespace: str = "",
+    ) -> None:
+        """Record the writes a task made after ``checkpoint_id`` (LangGraph pending writes)."""
+        pairs = [(str(ch), v) for ch, v in writes]
+        blobs: list[JSONDict] = []
+        refs = []
+        for channel, value in pairs:
+            records, ref = self._blob_records(value, "write")
+            blobs.extend(r for r in records if r["hash"] not in {b["hash"] for b in blobs})
+            refs.append([channel, ref["value"] if "value" in ref else ref])
+        record = self.store._record(
+            "cp_writes",
+            self.id,
+            checkpoint_id=checkpoint_id,
+            namespace=namespace,
+            task_id=task_id,
+            task_path=task_path,
+            writes=refs,
+        )
+        self.store._write(self.id, [*blobs, record])
+
+    def get_writes(self, checkpoint_id: str, *, namespace: str = "") -> list[PendingWrite]:
+        view = self._view()
+        out = []
+        per_task = view.writes.get((namespace, checkpoint_id), {})
+        for _, record in sorted(per_task.values(), key=lambda kr: kr[0]):
+            writes = [
+                (ch, view.resolve({"value": ref} if isinstance(ref, str) else ref))
+                for ch, ref in record["writes"]
+            ]
+            out.append(PendingWrite(record["task_id"], record.get("task_path", ""), writes))
+        return out
+
+
+def _check_label(value: Any, what: str, limit: int, *, required: bool = False) -> Any:
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or (required and not value) or len(value) > limit:
+        raise InvalidInput(f"{what} must be a string of at most {limit} characters, not {value!r:.60}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput(f"{what} holds a lone surrogate; it is not valid Unicode") from None
+    return value
+
+
+def _message_record(
+    session_id: str,
+    role: str,
+    content: Content,
+    metadata: Mapping[str, Any] | None,
+    created_at: datetime | str | None,
+) -> tuple[JSONDict, Message]:
+    """The record of a new message, and the Message it reads back as."""
+    role = check_role(role)
+    content = check_content(content)
+    meta = check_metadata(metadata)
+    stamp = now_us()
+    if created_at is None:
+        at = stamp
+    elif isinstance(created_at, datetime):
+        at = to_us(created_at)
+    elif isinstance(created_at, str):
+        at = parse_us(created_at)
+    else:
+        raise InvalidInput(f"created_at must be a datetime or an ISO string, not {created_at!r}")
+    record: JSONDict = {
+        "id": new_id(stamp),
+        "kind": "message",
+        "session": session_id,
+        "created_at": format_us(at),
+        "role": role,
+        "content": content,
+    }
+    if meta:
+        record["metadata"] = meta
+    return record, Message(record["id"], session_id, role, content, meta, from_us(at))
+
+
+def merge_ordered(parts: list[list[Message]]) -> list[Message]:
+    """Merge already-sorted message lists by (created_at, id)."""
+    return list(heapq.merge(*parts, key=lambda m: (m.created_at, m.id)))

@@ -1,0 +1,428 @@
+"""The store: a folder of sessions, opened by any number of threads and processes at once."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal
+
+from . import frames, layout
+from .dates import When, parse_range
+from .errors import InvalidInput, SessionExists, SessionNotFound, StoreError
+from .ids import format_us, new_id, now_us, validate_session_id
+from .locks import LockTable
+from .records import JSONDict, Message, check_metadata, encode_record
+from .segments import DEFAULT_ROLL_BYTES, Appender
+from .session import Session, _check_label, merge_ordered
+from .view import SessionView
+
+if TYPE_CHECKING:
+    from .check import CheckReport
+
+Sync = Literal["always", "interval", "close"]
+_VIEW_CACHE = 4096
+
+
+class Store:
+    """A convstore store: a plain folder that holds every session's history.
+
+    ``sync`` sets durability: ``"always"`` (default) fsyncs before every write returns, as
+    SQLite does by default; ``"interval"`` fsyncs in the background every ``sync_interval``
+    seconds and on close; ``"close"`` only on ``flush()`` and ``close()``. A process crash
+    never tears a record in any mode; the relaxed modes may lose the last writes on power loss.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        sync: Sync = "always",
+        sync_interval: float = 1.0,
+        roll_bytes: int = DEFAULT_ROLL_BYTES,
+    ) -> None:
+        if sync not in ("always", "interval", "close"):
+            raise InvalidInput(f"sync must be 'always', 'interval' or 'close', not {sync!r}")
+        self.path = Path(path).expanduser() if path is not None else layout.default_path()
+        layout.init_folder(self.path)
+        self.sync = sync
+        self.roll_bytes = roll_bytes
+        self._writer: str | None = None
+        self._locks = LockTable(self.path / layout.CACHE / "locks")
+        self._appenders: OrderedDict[str, Appender] = OrderedDict()
+        self._views: OrderedDict[str, SessionView] = OrderedDict()
+        self._view_locks: dict[str, threading.RLock] = {}
+        self._guard = threading.Lock()
+        self._local = threading.local()
+        self._closed = False
+        self._query: Any = None
+        self._stop = threading.Event()
+        self._flusher: threading.Thread | None = None
+        if sync == "interval":
+            self._flusher = threading.Thread(
+                target=self._flush_loop, args=(sync_interval,), name="convstore-sync", daemon=True
+            )
+            self._flusher.start()
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.path)!r})"
+
+    @property
+    def writer_id(self) -> str:
+        """This clone's writer identity (kept in ``.cache/writer_id``)."""
+        if self._writer is None:
+            self._writer = layout.writer_id(self.path)
+        return self._writer
+
+    def flush(self) -> None:
+        """fsync every segment written since the last flush (for the relaxed sync modes)."""
+        with self._guard:
+            appenders = list(self._appenders.values())
+        for ap in appenders:
+            ap.sync()
+
+    def _flush_loop(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            self.flush()
+
+    def close(self) -> None:
+        """Flush and release files and locks. The store can still be used (it reopens lazily)."""
+        self._stop.set()
+        if self._flusher is not None:
+            self._flusher.join()
+            self._flusher = None
+        with self._guard:
+            appenders = list(self._appenders.values())
+            self._appenders.clear()
+        for ap in appenders:
+            ap.close()
+        self._locks.close()
+        if self._query is not None:
+            self._query.close()
+            self._query = None
+
+    # -- sessions ------------------------------------------------------------------------------
+
+    def _session_folder(self, session_id: str) -> Path:
+        return self.path / layout.SESSIONS / session_id
+
+    def create_session(
+        self,
+        session_id: str | None = None,
+        *,
+        title: str | None = None,
+        user_id: str | None = None,
+        org_id: str | None = None,
+        agent_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        created_at: When | None = None,
+        _parent: JSONDict | None = None,
+    ) -> Session:
+        """Create a session (with a new id unless one is given) and return it."""
+        sid = new_id() if session_id is None else validate_session_id(session_id)
+        fields: JSONDict = {
+            "title": _check_label(title, "title", 1000),
+            "user_id": _check_label(user_id, "user_id", 256),
+            "org_id": _check_label(org_id, "org_id", 256),
+            "agent_id": _check_label(agent_id, "agent_id", 256),
+            "metadata": check_metadata(metadata),
+        }
+        if _parent is not None:
+            fields["parent"] = _parent
+        at = None
+        if created_at is not None:
+            at = parse_range(created_at, None)[0]
+        record = self._record("session", sid, at_us=at, **fields)
+        folder = self._session_folder(sid)
+        with self._locks.get(sid):
+            view = self._live_view(sid)
+            if view.exists:
+                state = "was deleted" if view.dropped else "exists"
+                raise SessionExists(
+                    f"session {sid!r} {state} in {self.path}; choose another id"
+                    + ("" if view.dropped else f" or open it with store.session({sid!r})")
+                )
+            if not folder.exists():
+                folder.mkdir(parents=True, exist_ok=True)
+                layout.fsync_dir(folder.parent)
+            self._write(sid, [record])
+        return Session(self, sid)
+
+    def session(self, session_id: str) -> Session:
+        """The session with this id; raises SessionNotFound."""
+        sid = validate_session_id(session_id)
+        view = self._live_view(sid)
+        if not view.exists or view.dropped:
+            raise SessionNotFound(
+                f"no session {sid!r} in {self.path}; list them with `convstore ls` "
+                "or store.sessions()"
+            )
+        return Session(self, sid)
+
+    def __contains__(self, session_id: object) -> bool:
+        if not isinstance(session_id, str):
+            return False
+        try:
+            self.session(session_id)
+        except (SessionNotFound, InvalidInput):
+            return False
+        return True
+
+    def session_ids(self) -> list[str]:
+        """Ids of every session folder, deleted ones included (cheap: one directory listing)."""
+        try:
+            names = os.listdir(self.path / layout.SESSIONS)
+        except FileNotFoundError:
+            return []
+        return sorted(n for n in names if not n.startswith("."))
+
+    def sessions(
+        self,
+        *,
+        user_id: str | None = None,
+        org_id: str | None = None,
+        since: When | None = None,
+        until: When | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[Session]:
+        """Sessions newest first (by last activity), filtered; ``since``/``until`` bound activity."""
+        lo, hi = parse_range(since, until)
+        if limit is not None and (not isinstance(limit, int) or limit < 0):
+            raise InvalidInput(f"limit must be a non-negative integer, not {limit!r}")
+        if not isinstance(offset, int) or offset < 0:
+            raise InvalidInput(f"offset must be a non-negative integer, not {offset!r}")
+        if self._query is not None or self._query_enabled():
+            return self._query_layer().sessions(
+                user_id=user_id, org_id=org_id, since=lo, until=hi, limit=limit, offset=offset
+            )
+        found: list[tuple[int, str]] = []
+        for sid in self.session_ids():
+            try:
+                view = self._live_view(validate_session_id(sid))
+            except InvalidInput:
+                continue
+            if not view.exists or view.dropped:
+                continue
+            if user_id is not None and view.field("user_id") != user_id:
+                continue
+            if org_id is not None and view.field("org_id") != org_id:
+                continue
+            if (lo is not None and view.last_us < lo) or (hi is not None and view.last_us >= hi):
+                continue
+            found.append((view.last_us, sid))
+        found.sort(reverse=True)
+        end = None if limit is None else offset + limit
+        return [Session(self, sid) for _, sid in found[offset:end]]
+
+    def delete_session(self, session_id: str) -> None:
+        """Delete a session: hidden at once everywhere, its bytes purged by compaction."""
+        self.session(session_id)
+        self._write(session_id, [self._record("drop", session_id)])
+
+    def branch(
+        self,
+        session_id: str,
+        at: str | None = None,
+        *,
+        branch_id: str | None = None,
+        title: str | None = None,
+    ) -> Session:
+        """A new session that shares ``session_id``'s history up to message ``at`` (default:
+        its last message) without copying it, and records its parent."""
+        source = self.session(session_id)
+        ordered = source.messages()
+        if at is None:
+            if not ordered:
+                raise InvalidInput(f"session {session_id!r} has no messages to branch from")
+            at = ordered[-1].id
+        elif not any(m.id == at for m in ordered):
+            raise InvalidInput(f"message {at!r} is not in session {session_id!r}; pass one of its ids")
+        return self.create_session(
+            branch_id,
+            title=title if title is not None else f"{source.title or source.id} (branch)",
+            user_id=source.user_id,
+            org_id=source.org_id,
+            agent_id=source.agent_id,
+            metadata=source.metadata,
+            _parent={"session": source.id, "message": at},
+        )
+
+    def merge(
+        self,
+        session_ids: Iterable[str],
+        *,
+        session_id: str | None = None,
+        title: str | None = None,
+    ) -> Session:
+        """A new session interleaving the given sessions' messages by time, with provenance.
+
+        Each copied message keeps its role, content and time; its metadata gains
+        ``merged_from: {"session": ..., "message": ...}``.
+        """
+        sources = [self.session(s) for s in session_ids]
+        if len(sources) < 2:
+            raise InvalidInput("merge needs at least two sessions")
+        first = sources[0]
+        new = self.create_session(
+            session_id,
+            title=title or "merge of " + ", ".join(s.id for s in sources),
+            user_id=first.user_id,
+            org_id=first.org_id,
+            agent_id=first.agent_id,
+            metadata={"merged_from": [s.id for s in sources]},
+        )
+        ordered = merge_ordered([s.messages() for s in sources])
+        new.extend(
+            {
+                "role": m.role,
+                "content": m.content,
+                "metadata": {**m.metadata, "merged_from": {"session": m.session_id, "message": m.id}},
+                "created_at": m.created_at,
+            }
+            for m in ordered
+        )
+        return new
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def _view_lock(self, sid: str) -> threading.RLock:
+        with self._guard:
+            lock = self._view_locks.get(sid)
+            if lock is None:
+                lock = self._view_locks[sid] = threading.RLock()
+            return lock
+
+    def _live_view(self, sid: str, *, refresh: bool = True) -> SessionView:
+        """The cached view of a session, brought up to date with the files."""
+        with self._guard:
+            view = self._views.get(sid)
+            if view is None:
+                view = SessionView(sid, self._session_folder(sid))
+                self._views[sid] = view
+                while len(self._views) > _VIEW_CACHE:
+                    self._views.popitem(last=False)
+            else:
+                self._views.move_to_end(sid)
+        if refresh:
+            with self._view_lock(sid):
+                view.refresh()
+        return view
+
+    def _ordered(self, sid: str, _seen: frozenset[str] = frozenset()) -> list[Message]:
+        """A session's messages in order, a branch's inherited ones included."""
+        view = self._live_view(sid)
+        with self._view_lock(sid):
+            own = list(view.order)
+            parent = view.field("parent")
+        if not parent or sid in _seen:
+            return own
+        psid, at = parent["session"], parent["message"]
+        inherited = self._ordered(psid, _seen | {sid})
+        cut = next((i + 1 for i, m in enumerate(inherited) if m.id == at), 0)
+        return merge_ordered([inherited[:cut], own]) if own else inherited[:cut]
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def _record(self, kind: str, sid: str, *, at_us: int | None = None, **fields: Any) -> JSONDict:
+        stamp = now_us()
+        return {
+            "id": new_id(stamp),
+            "kind": kind,
+            "session": sid,
+            "created_at": format_us(stamp if at_us is None else at_us),
+            **{k: v for k, v in fields.items() if v is not None or k == "checkpoint_ids"},
+        }
+
+    def _compressor(self) -> Any:
+        comp = getattr(self._local, "compressor", None)
+        if comp is None:
+            comp = self._local.compressor = frames.new_compressor()
+        return comp
+
+    def _appender(self, sid: str) -> Appender:
+        with self._guard:
+            ap = self._appenders.get(sid)
+            if ap is None:
+                ap = Appender(self._session_folder(sid), self.writer_id, self.roll_bytes)
+                self._appenders[sid] = ap
+                self._evict_appenders()
+            else:
+                self._appenders.move_to_end(sid)
+            return ap
+
+    def _evict_appenders(self, limit: int = 128) -> None:
+        # Called with self._guard held. An appender busy in another thread is skipped.
+        for sid in list(self._appenders)[: max(0, len(self._appenders) - limit)]:
+            ap = self._appenders[sid]
+            if ap.guard.acquire(blocking=False):
+                try:
+                    if ap.fd is not None:
+                        if ap.dirty:
+                            os.fdatasync(ap.fd)
+                        os.close(ap.fd)
+                        ap.fd = None
+                finally:
+                    ap.guard.release()
+                del self._appenders[sid]
+
+    def _write(self, sid: str, records: list[JSONDict]) -> None:
+        """Encode ``records`` as one frame and append it under the session lock.
+
+        Everything that can refuse the input (encoding, size) happens before the lock is taken,
+        so a refusal writes nothing.
+        """
+        payload = b"".join([encode_record(r) for r in records])
+        frame = frames.encode_frame(payload, self._compressor())
+        appender = self._appender(sid)
+        with self._locks.get(sid):
+            name, start, end = appender.append(frame, sync=self.sync == "always")
+            self._note_append(sid, name, start, end, records)
+
+    def _note_append(
+        self, sid: str, name: str, start: int, end: int, records: list[JSONDict]
+    ) -> None:
+        """Apply our own append to the cached view, when the view had read up to it."""
+        with self._guard:
+            view = self._views.get(sid)
+        if view is None:
+            return
+        with self._view_lock(sid):
+            if view.hot_offsets.get(name) == start:
+                for r in records:
+                    view.apply(r)
+                view.hot_offsets[name] = end
+                view.version += 1
+
+    # -- checking ------------------------------------------------------------------------------
+
+    def check(self, *, repair: bool = False) -> CheckReport:
+        """Re-derive every invariant from the files; with ``repair``, fix what can be fixed."""
+        from .check import check_store
+
+        return check_store(self, repair=repair)
+
+    # -- the query layer (query.py) ------------------------------------------------------------
+
+    def _query_enabled(self) -> bool:
+        return False
+
+    def _query_layer(self) -> Any:
+        raise StoreError("the query layer is not available in this build")
+

@@ -1,0 +1,377 @@
+"""The current view of one session, materialised from its files and kept up to date cheaply.
+
+Replaying records is order-independent: every decision compares the records' own keys
+``(created_at, id)``, never the order in which files happen to be read. That is what lets
+several writers' segments, sealed copies and git merges be read in any order and agree.
+
+Rules (docs/FORMAT.md, "How a reader finds the truth"):
+
+- records are de-duplicated by id;
+- a message's content is that of its newest version: the message itself, or an ``edit``
+  (a sealed message that folded an edit in carries ``edit_id``/``edited_at``);
+- a ``delete`` removes its target for good; a ``drop`` hides the whole session;
+- session fields are last-writer-wins per field;
+- a ``cp_delete`` removes the checkpoints (of its namespace) older than itself.
+
+Refreshing costs one ``stat`` of the folder and one per hot segment when nothing changed;
+appended bytes are read from where the last refresh stopped.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import frames
+from .errors import CorruptData
+from .ids import from_us, parse_us
+from .layout import HOT_RE, SEALED_RE
+from .records import Message
+from .sealed import read_sealed
+
+Key = tuple[int, str]
+# A folder mtime this close to the moment we listed it may hide a later change in the same
+# clock tick (the "racy git" problem); such a listing is redone on the next refresh.
+_RACY_NS = 2_000_000_000
+
+
+@dataclass
+class Problem:
+    """Something wrong found while reading a file."""
+
+    path: str
+    offset: int
+    end: int
+    reason: str
+    torn: bool = False
+
+
+@dataclass
+class Checkpoint:
+    """A checkpoint as stored: its state is resolved from blobs on demand."""
+
+    checkpoint_id: str
+    namespace: str
+    parent_id: str | None
+    metadata: dict[str, Any]
+    created_at: Any
+    key: Key
+    record: dict[str, Any] = field(repr=False)
+
+
+class SessionView:
+    """All that is known of one session, from every file in its folder."""
+
+    def __init__(self, session_id: str, folder: Path) -> None:
+        self.session_id = session_id
+        self.folder = folder
+        self.reset()
+
+    def reset(self) -> None:
+        self.hot_offsets: dict[str, int] = {}
+        self.sealed: set[str] = set()
+        self.listed_mtime_ns = -1
+        self.listed_at_ns = 0
+        self.version = 0  # bumps whenever anything visible may have changed
+        self.messages: dict[str, Message] = {}
+        self.msg_version: dict[str, Key] = {}
+        self.order_keys: list[Key] = []
+        self.order: list[Message] = []
+        self.pending_edits: dict[str, tuple[Key, dict[str, Any]]] = {}
+        self.deleted: set[str] = set()
+        self.meta: dict[str, tuple[Key, Any]] = {}
+        self.first_key: Key | None = None
+        self.last_us = 0
+        self.dropped: Key | None = None
+        self.blobs: dict[str, Any] = {}
+        self.states: dict[str, tuple[Key, dict[str, Any]]] = {}
+        self.checkpoints: dict[tuple[str, str], Checkpoint] = {}
+        self.cp_deletes: list[tuple[Key, str, list[str] | None]] = []
+        self.writes: dict[tuple[str, str], dict[str, tuple[Key, dict[str, Any]]]] = {}
+        self.seen_ids: set[str] = set()
+        self.problems: list[Problem] = []
+        self.raw_bytes = 0
+
+    # -- refreshing ----------------------------------------------------------------------------
+
+    @property
+    def exists(self) -> bool:
+        return self.first_key is not None
+
+    def refresh(self) -> bool:
+        """Bring the view up to date with the files; True if anything changed."""
+        try:
+            st = os.stat(self.folder)
+        except FileNotFoundError:
+            if self.hot_offsets or self.sealed:
+                self.reset()
+                self.version += 1
+                return True
+            return False
+        changed = False
+        racy = self.listed_at_ns - st.st_mtime_ns < _RACY_NS
+        if st.st_mtime_ns != self.listed_mtime_ns or racy:
+            changed = self._relist(st.st_mtime_ns)
+        for name, offset in list(self.hot_offsets.items()):
+            path = self.folder / name
+            try:
+                size = os.stat(path).st_size
+            except FileNotFoundError:
+                return self._rebuild()
+            if size < offset:
+                return self._rebuild()  # replaced underneath us: read everything again
+            if size > offset:
+                self._read_hot(name, offset, size)
+                changed = True
+        if changed:
+            self.version += 1
+        return changed
+
+    def _relist(self, mtime_ns: int) -> bool:
+        self.listed_at_ns = time.time_ns()
+        self.listed_mtime_ns = mtime_ns
+        try:
+            names = os.listdir(self.folder)
+        except FileNotFoundError:
+            names = []
+        hot = [n for n in names if HOT_RE.fullmatch(n)]
+        sealed = {n for n in names if SEALED_RE.fullmatch(n)}
+        gone = (set(self.hot_offsets) - set(hot)) or (self.sealed - sealed)
+        if gone:
+            self._rebuild()
+            return True
+        changed = False
+        for name in sorted(sealed - self.sealed):
+            self._read_sealed(name)
+            changed = True
+        for name in hot:
+            if name not in self.hot_offsets:
+                self.hot_offsets[name] = 0
+        return changed
+
+    def _rebuild(self) -> bool:
+        version = self.version
+        self.reset()
+        self.version = version + 1
+        st = os.stat(self.folder) if self.folder.exists() else None
+        if st is not None:
+            self._relist(st.st_mtime_ns)
+            for name in list(self.hot_offsets):
+                size = os.stat(self.folder / name).st_size
+                self._read_hot(name, 0, size)
+        return True
+
+    def _read_hot(self, name: str, offset: int, size: int) -> None:
+        path = self.folder / name
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            data = fh.read(size - offset)
+        result = frames.scan(data, offset)
+        for dmg in result.damage:
+            if not dmg.torn:
+                self.problems.append(Problem(str(path), dmg.offset, dmg.end, dmg.reason))
+        for start, end, payload in result.frames:
+            self.raw_bytes += len(payload)
+            try:
+                records = frames.decode_records(payload)
+            except ValueError as e:
+                self.problems.append(Problem(str(path), start, end, f"bad JSON: {e}"))
+                continue
+            for record in records:
+                self.apply(record)
+        # A torn tail may be an append still in flight: stop before it, look again next time.
+        self.hot_offsets[name] = result.valid_end
+
+    def _read_sealed(self, name: str) -> None:
+        path = self.folder / name
+        try:
+            records = read_sealed(path)
+        except CorruptData as e:
+            self.problems.append(Problem(str(path), 0, 0, str(e)))
+            return
+        self.sealed.add(name)
+        for record in records:
+            self.apply(record)
+
+    # -- replaying records ---------------------------------------------------------------------
+
+    def apply(self, r: dict[str, Any]) -> None:
+        try:
+            kind = r["kind"]
+            rid = r["id"]
+            key: Key = (parse_us(r["created_at"]), rid)
+        except (KeyError, TypeError, ValueError) as e:
+            self.problems.append(Problem(str(self.folder), 0, 0, f"record without {e}: {r!r:.80}"))
+            return
+        if kind != "message" and kind != "blob":
+            # Messages may legitimately arrive twice (a sealed copy folding an edit); they are
+            # merged by version below. Everything else is settled by the id alone.
+            if rid in self.seen_ids:
+                return
+            self.seen_ids.add(rid)
+        if self.first_key is None or key < self.first_key:
+            self.first_key = key
+        if key[0] > self.last_us:
+            self.last_us = key[0]
+        if kind == "message":
+            self._apply_message(r, key)
+        elif kind == "edit":
+            self._apply_edit(r, key)
+        elif kind == "delete":
+            self._apply_delete(r["target"])
+        elif kind == "session":
+            for name in ("title", "user_id", "org_id", "agent_id", "metadata", "parent"):
+                if name in r:
+                    old = self.meta.get(name)
+                    if old is None or old[0] < key:
+                        self.meta[name] = (key, r[name])
+        elif kind == "drop":
+            if self.dropped is None or key < self.dropped:
+                self.dropped = key
+        elif kind == "blob":
+            self.blobs[r["hash"]] = r["data"]
+        elif kind == "state":
+            self.states[rid] = (key, r)
+        elif kind == "checkpoint":
+            ns = r.get("namespace", "")
+            cp_key = (ns, r["checkpoint_id"])
+            old_cp = self.checkpoints.get(cp_key)
+            if old_cp is None or old_cp.key < key:
+                self.checkpoints[cp_key] = Checkpoint(
+                    r["checkpoint_id"],
+                    ns,
+                    r.get("parent_id"),
+                    r.get("metadata") or {},
+                    from_us(key[0]),
+                    key,
+                    r,
+                )
+        elif kind == "cp_delete":
+            self.cp_deletes.append((key, r.get("namespace", ""), r.get("checkpoint_ids")))
+        elif kind == "cp_writes":
+            w_key = (r.get("namespace", ""), r["checkpoint_id"])
+            per_task = self.writes.setdefault(w_key, {})
+            task = f"{r['task_id']}\x00{r.get('task_path', '')}"
+            old_w = per_task.get(task)
+            if old_w is None or old_w[0] < key:
+                per_task[task] = (key, r)
+
+    def _apply_message(self, r: dict[str, Any], key: Key) -> None:
+        mid = r["id"]
+        if mid in self.deleted:
+            return
+        edited = r.get("edited_at")
+        version: Key = (parse_us(edited), r.get("edit_id", mid)) if edited else key
+        pending = self.pending_edits.pop(mid, None)
+        old_version = self.msg_version.get(mid)
+        if old_version is not None and old_version >= version and pending is None:
+            return  # a copy we already have, or an older version of it
+        msg = Message(
+            mid,
+            self.session_id,
+            r["role"],
+            r["content"],
+            r.get("metadata") or {},
+            from_us(key[0]),
+            from_us(version[0]) if edited else None,
+        )
+        if old_version is not None and old_version > version:
+            msg = _with_content(msg, self.messages[mid].content, old_version)
+            version = old_version
+        if pending is not None and pending[0] > version:
+            msg = _with_content(msg, pending[1]["content"], pending[0])
+            version = pending[0]
+        self._put(msg, key, version)
+
+    def _apply_edit(self, r: dict[str, Any], key: Key) -> None:
+        target = r["target"]
+        if target in self.deleted:
+            return
+        current = self.messages.get(target)
+        if current is None:
+            pending = self.pending_edits.get(target)
+            if pending is None or pending[0] < key:
+                self.pending_edits[target] = (key, r)
+            return
+        if self.msg_version[target] < key:
+            self._put(_with_content(current, r["content"], key), _order_key(current), key)
+
+    def _apply_delete(self, target: str) -> None:
+        self.deleted.add(target)
+        self.pending_edits.pop(target, None)
+        msg = self.messages.pop(target, None)
+        if msg is not None:
+            del self.msg_version[target]
+            k = _order_key(msg)
+            i = bisect.bisect_left(self.order_keys, k)
+            del self.order_keys[i]
+            del self.order[i]
+
+    def _put(self, msg: Message, key: Key, version: Key) -> None:
+        mid = msg.id
+        if mid in self.messages:
+            i = bisect.bisect_left(self.order_keys, key)
+            self.order[i] = msg
+        elif not self.order_keys or self.order_keys[-1] < key:
+            self.order_keys.append(key)
+            self.order.append(msg)
+        else:
+            i = bisect.bisect_left(self.order_keys, key)
+            self.order_keys.insert(i, key)
+            self.order.insert(i, msg)
+        self.messages[mid] = msg
+        self.msg_version[mid] = version
+
+    # -- reading the view ----------------------------------------------------------------------
+
+    def field(self, name: str, default: Any = None) -> Any:
+        got = self.meta.get(name)
+        return default if got is None else got[1]
+
+    def resolve(self, record: dict[str, Any]) -> Any:
+        """The JSON value of a state or checkpoint record, rebuilt from its blobs."""
+        try:
+            if "parts" in record:
+                return {k: self.blobs[h] for k, h in record["parts"].items()}
+            return self.blobs[record["value"]]
+        except KeyError as e:
+            raise CorruptData(
+                f"session {self.session_id!r}: blob {e} of record {record.get('id')} is missing; "
+                "run check() and restore the segment that held it"
+            ) from None
+
+    def live_checkpoints(self, namespace: str | None) -> list[Checkpoint]:
+        out = []
+        for (ns, _), cp in self.checkpoints.items():
+            if namespace is not None and ns != namespace:
+                continue
+            if any(
+                d_key > cp.key and d_ns == ns and (ids is None or cp.checkpoint_id in ids)
+                for d_key, d_ns, ids in self.cp_deletes
+            ):
+                continue
+            out.append(cp)
+        out.sort(key=lambda c: c.key, reverse=True)
+        return out
+
+
+def _order_key(msg: Message) -> Key:
+    from .ids import to_us
+
+    return (to_us(msg.created_at), msg.id)
+
+
+def _with_content(msg: Message, content: Any, version: Key) -> Message:
+    return Message(
+        msg.id,
+        msg.session_id,
+        msg.role,
+        content,
+        msg.metadata,
+        msg.created_at,
+        from_us(version[0]),
+    )

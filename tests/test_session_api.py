@@ -1,0 +1,219 @@
+"""The Python API an agent calls: sessions, messages, state and checkpoints."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from convstore import (
+    CheckpointNotFound,
+    MessageNotFound,
+    SessionExists,
+    SessionNotFound,
+    Store,
+)
+
+
+class TestSessions:
+    def test_a_new_session_gets_a_time_sortable_id_and_its_fields(self, store: Store) -> None:
+        s = store.create_session(title="Trip", user_id="alice", org_id="acme", agent_id="bot")
+        again = store.session(s.id)
+        assert (again.title, again.user_id, again.org_id, again.agent_id) == (
+            "Trip", "alice", "acme", "bot"
+        )
+        assert len(s.id) == 26
+
+    def test_a_session_id_can_be_chosen_and_not_reused(self, store: Store) -> None:
+        store.create_session("chat-1")
+        with pytest.raises(SessionExists, match="'chat-1' exists"):
+            store.create_session("chat-1")
+
+    def test_an_unknown_session_raises_session_not_found_naming_it(self, store: Store) -> None:
+        with pytest.raises(SessionNotFound, match="no session 'nope'"):
+            store.session("nope")
+
+    def test_sessions_are_listed_newest_activity_first_and_filtered(self, store: Store) -> None:
+        a = store.create_session("a", user_id="u1", org_id="o1")
+        b = store.create_session("b", user_id="u2", org_id="o1")
+        store.create_session("c", user_id="u1", org_id="o2")
+        a.append("user", "latest activity")
+        assert [s.id for s in store.sessions()] == ["a", "c", "b"]
+        assert [s.id for s in store.sessions(user_id="u1")] == ["a", "c"]
+        assert [s.id for s in store.sessions(org_id="o1")] == ["a", "b"]
+        assert [s.id for s in store.sessions(limit=1, offset=1)] == ["c"]
+        assert store.sessions(since="1h") and not store.sessions(until="2000-01-01")
+        assert b in store.sessions(org_id="o1")
+
+    def test_update_changes_title_and_metadata_last_writer_wins(self, store: Store) -> None:
+        s = store.create_session(title="old", metadata={"k": 1})
+        s.update(title="new")
+        s.update(metadata={"k": 2})
+        assert (store.session(s.id).title, store.session(s.id).metadata) == ("new", {"k": 2})
+
+    def test_a_deleted_session_is_gone_and_its_id_stays_taken(self, store: Store) -> None:
+        s = store.create_session("gone")
+        s.append("user", "hi")
+        store.delete_session("gone")
+        with pytest.raises(SessionNotFound):
+            store.session("gone")
+        assert "gone" not in [x.id for x in store.sessions()]
+        with pytest.raises(SessionExists, match="was deleted"):
+            store.create_session("gone")
+
+    def test_everything_survives_closing_and_reopening(self, store_path: Path) -> None:
+        with Store(store_path) as st:
+            s = st.create_session("keep", title="T")
+            ids = [s.append("user", f"m{i}").id for i in range(5)]
+        with Store(store_path) as st:
+            assert [m.id for m in st.session("keep").messages()] == ids
+            assert st.session("keep").title == "T"
+
+
+class TestMessages:
+    def test_append_returns_the_message_as_it_reads_back(self, store: Store) -> None:
+        s = store.create_session()
+        m = s.append("user", "hello", metadata={"lang": "en"})
+        assert s.get(m.id) == m
+        assert m.created_at.tzinfo is not None and m.metadata == {"lang": "en"}
+
+    def test_messages_come_back_in_append_order(self, store: Store) -> None:
+        s = store.create_session()
+        sent = [s.append("user" if i % 2 else "assistant", f"m{i}").id for i in range(50)]
+        assert [m.id for m in s.messages()] == sent
+        assert [m.id for m in s.recent(5)] == sent[-5:]
+        assert len(s) == 50
+
+    def test_extend_writes_a_batch_in_order(self, store: Store) -> None:
+        s = store.create_session()
+        made = s.extend([{"role": "user", "content": f"b{i}"} for i in range(100)])
+        assert [m.text for m in s.messages()] == [f"b{i}" for i in range(100)]
+        assert [m.id for m in made] == [m.id for m in s.messages()]
+
+    def test_an_explicit_time_orders_an_imported_message(self, store: Store) -> None:
+        s = store.create_session()
+        s.append("user", "now")
+        old = datetime(2024, 1, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)
+        s.append("user", "then", created_at=old)
+        assert [m.text for m in s.messages()] == ["then", "now"]
+        assert s.messages()[0].created_at == old
+
+    def test_pagination_by_cursor_and_by_date(self, store: Store) -> None:
+        s = store.create_session()
+        base = datetime(2026, 1, 1, tzinfo=timezone.utc)
+        ms = [
+            s.append("user", f"m{i}", created_at=base + timedelta(days=i)) for i in range(10)
+        ]
+        assert [m.text for m in s.messages(limit=3)] == ["m0", "m1", "m2"]
+        assert [m.text for m in s.messages(limit=3, after=ms[2].id)] == ["m3", "m4", "m5"]
+        assert [m.text for m in s.messages(limit=3, before=ms[5].id)] == ["m2", "m3", "m4"]
+        assert [m.text for m in s.messages(after="2026-01-08")] == ["m7", "m8", "m9"]
+        assert [m.text for m in s.messages(before="2026-01-02T00:00:00Z")] == ["m0"]
+
+    def test_content_may_be_typed_parts(self, store: Store) -> None:
+        s = store.create_session()
+        parts = [
+            {"type": "text", "text": "look"},
+            {"type": "image", "url": "file://cat.png"},
+            {"type": "tool_call", "id": "c1", "name": "calc", "arguments": {"x": 1}},
+        ]
+        m = s.append("assistant", parts)
+        s.append("tool", [{"type": "tool_result", "tool_call_id": "c1", "content": "2"}])
+        assert s.get(m.id).content == parts
+        assert "look" in m.text and "calc" in m.text
+
+    def test_edit_replaces_content_and_records_when(self, store: Store) -> None:
+        s = store.create_session()
+        m = s.append("user", "teh")
+        edited = s.edit(m.id, "the")
+        assert (edited.text, s.get(m.id).text) == ("the", "the")
+        assert edited.edited_at is not None and edited.created_at == m.created_at
+
+    def test_a_deleted_message_disappears_and_cannot_be_fetched(self, store: Store) -> None:
+        s = store.create_session()
+        keep, drop = s.append("user", "keep"), s.append("user", "drop")
+        s.delete_message(drop.id)
+        assert [m.id for m in s.messages()] == [keep.id]
+        with pytest.raises(MessageNotFound, match=drop.id):
+            s.get(drop.id)
+        with pytest.raises(MessageNotFound):
+            s.edit(drop.id, "x")
+
+    def test_another_store_object_sees_appends_at_once(self, store: Store, store_path: Path) -> None:
+        s = store.create_session("shared")
+        s.recent(1)
+        with Store(store_path) as other:
+            other.session("shared").append("user", "from elsewhere")
+        assert [m.text for m in s.recent(1)] == ["from elsewhere"]
+
+
+class TestBranchAndMerge:
+    def test_a_branch_shares_history_up_to_its_message_without_copying(self, store: Store) -> None:
+        s = store.create_session("main", title="Main")
+        a, b = s.append("user", "a"), s.append("assistant", "b")
+        s.append("user", "c")
+        br = s.branch(at=b.id, branch_id="alt")
+        br.append("user", "c2")
+        assert [m.text for m in br.messages()] == ["a", "b", "c2"]
+        assert br.parent == ("main", b.id)
+        assert br.messages()[0].id == a.id  # the same message, not a copy
+        assert sum(1 for p in br.path.iterdir()) == 1  # only the branch's own segment
+
+    def test_merge_interleaves_by_time_with_provenance(self, store: Store) -> None:
+        t0 = datetime(2026, 3, 1, tzinfo=timezone.utc)
+        x, y = store.create_session("x"), store.create_session("y")
+        x.append("user", "x1", created_at=t0)
+        y.append("user", "y1", created_at=t0 + timedelta(minutes=1))
+        x.append("user", "x2", created_at=t0 + timedelta(minutes=2))
+        merged = store.merge(["x", "y"], session_id="xy")
+        assert [m.text for m in merged.messages()] == ["x1", "y1", "x2"]
+        assert merged.messages()[1].metadata["merged_from"]["session"] == "y"
+
+
+class TestStateAndCheckpoints:
+    def test_state_is_saved_loaded_and_kept_as_history(self, store: Store) -> None:
+        s = store.create_session()
+        assert s.load_state() is None
+        s.save_state({"step": 1})
+        s.save_state({"step": 2, "notes": ["x"]})
+        assert s.load_state() == {"step": 2, "notes": ["x"]}
+        assert [h.state["step"] for h in s.state_history()] == [2, 1]
+
+    def test_unchanged_parts_of_a_large_state_are_not_rewritten(self, store: Store) -> None:
+        s = store.create_session()
+        big = {"history": ["x" * 1000] * 200, "step": 0}
+        s.put_checkpoint("c0", big)
+        size = sum(p.stat().st_size for p in s.path.iterdir())
+        for i in range(1, 20):
+            s.put_checkpoint(f"c{i}", {**big, "step": i}, parent_id=f"c{i - 1}")
+        grown = sum(p.stat().st_size for p in s.path.iterdir()) - size
+        assert grown < 19 * 400  # a few hundred bytes per step, not the 200 KB state
+        assert s.get_checkpoint("c7").state == {**big, "step": 7}
+
+    def test_checkpoints_list_newest_first_and_delete(self, store: Store) -> None:
+        s = store.create_session()
+        for i in range(5):
+            s.put_checkpoint(f"c{i}", {"i": i}, metadata={"run": i % 2})
+        assert [c.checkpoint_id for c in s.list_checkpoints()] == ["c4", "c3", "c2", "c1", "c0"]
+        assert [c.checkpoint_id for c in s.list_checkpoints(before="c2", limit=1)] == ["c1"]
+        assert s.get_checkpoint().checkpoint_id == "c4"
+        s.delete_checkpoints(["c4"])
+        assert s.get_checkpoint().checkpoint_id == "c3"
+        s.delete_checkpoints()
+        with pytest.raises(CheckpointNotFound):
+            s.get_checkpoint()
+        s.put_checkpoint("c9", {"i": 9})  # a thread can be reused after it was cleared
+        assert s.get_checkpoint().checkpoint_id == "c9"
+
+    def test_namespaces_and_pending_writes_are_kept_apart(self, store: Store) -> None:
+        s = store.create_session()
+        s.put_checkpoint("c1", {"a": 1}, namespace="")
+        s.put_checkpoint("c1", {"a": 2}, namespace="child")
+        s.put_writes("c1", "task-1", [("chan", {"v": 1}), ("other", [1, 2])], namespace="child")
+        assert s.get_checkpoint("c1", namespace="child").state == {"a": 2}
+        writes = s.get_writes("c1", namespace="child")
+        assert [(w.task_id, w.writes) for w in writes] == [
+            ("task-1", [("chan", {"v": 1}), ("other", [1, 2])])
+        ]
+        assert s.get_writes("c1") == []

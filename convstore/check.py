@@ -48,7 +48,9 @@ class CheckReport:
         head = f"{self.sessions} sessions, {self.files} files, {self.records} records"
         if not self.issues:
             return f"{head}: ok"
-        return "\n".join([f"{head}: {len(self.issues)} problem(s)"] + [f"  {i}" for i in self.issues])
+        return "\n".join(
+            [f"{head}: {len(self.issues)} problem(s)"] + [f"  {i}" for i in self.issues]
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -95,7 +97,7 @@ def _check_session(store: Store, sid: str, report: CheckReport, repair: bool) ->
     folder = store._session_folder(sid)
     seen: dict[str, str] = {}  # record id -> kind, to find ids reused for different records
     blobs: set[str] = set()
-    refs: list[tuple[str, str]] = []  # (blob hash, where)
+    refs: list[tuple[object, str]] = []  # (blob hash, where)
     has_session_record = False
     with store._locks.get(sid):  # so an append in flight is not mistaken for a torn tail
         for name in sorted(os.listdir(folder)):
@@ -162,7 +164,9 @@ def _check_hot(path: Any, report: CheckReport, repair: bool) -> list[dict[str, A
                 os.fsync(fh.fileno())
             fixed = True
         what = "torn tail (an append cut short)" if dmg.torn else f"damaged frame: {dmg.reason}"
-        report.issues.append(Issue(str(path), f"{what}, {dmg.end - dmg.offset} bytes", dmg.offset, fixed))
+        report.issues.append(
+            Issue(str(path), f"{what}, {dmg.end - dmg.offset} bytes", dmg.offset, fixed)
+        )
     for start, _, payload in result.frames:
         try:
             records.extend(frames.decode_records(payload))

@@ -62,9 +62,7 @@ def is_record_id(value: str) -> bool:
 def validate_session_id(session_id: object) -> str:
     """Return ``session_id`` if it may name a folder in the store, else raise."""
     if not isinstance(session_id, str):
-        raise InvalidSessionId(
-            f"session id must be a string, not {type(session_id).__name__}"
-        )
+        raise InvalidSessionId(f"session id must be a string, not {type(session_id).__name__}")
     if not session_id:
         raise InvalidSessionId("session id is empty; pass a name or omit it to get a new id")
     if len(session_id) > SESSION_ID_MAX:

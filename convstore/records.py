@@ -108,7 +108,9 @@ def content_text(content: Content) -> str:
             pieces.append(str(part.get("text", "")))
         elif kind == "tool_call":
             args = part.get("arguments")
-            pieces.append(f"{part.get('name', '')}({encode_json(args) if args is not None else ''})")
+            pieces.append(
+                f"{part.get('name', '')}({encode_json(args) if args is not None else ''})"
+            )
         elif kind == "tool_result":
             inner = part.get("content")
             if isinstance(inner, str):
@@ -121,7 +123,7 @@ def content_text(content: Content) -> str:
 def check_role(role: object) -> str:
     if role not in _ROLE_SET:
         raise InvalidRole(f"role {role!r} is not one of {', '.join(ROLES)}")
-    return role  # type: ignore[return-value]
+    return role  # type: ignore[return-value,unused-ignore]
 
 
 def check_content(content: object) -> Content:
@@ -179,7 +181,7 @@ def check_metadata(metadata: object, what: str = "metadata") -> JSONDict:
 
 
 def check_json(value: object, what: str) -> None:
-    """Refuse values JSON cannot carry faithfully: NaN/inf, non-str keys, deep nesting, odd types."""
+    """Refuse what JSON cannot carry faithfully: NaN/inf, non-str keys, deep nesting, odd types."""
     stack: list[tuple[object, int]] = [(value, 0)]
     while stack:
         item, depth = stack.pop()

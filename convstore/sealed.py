@@ -107,4 +107,3 @@ def read_sealed(path: Path, *, verify: bool = False) -> list[dict[str, Any]]:
         return [orjson.loads(s) for s in table.column("record").to_pylist()]
     except (OSError, ValueError, pa.ArrowException) as e:
         raise CorruptData(f"{path} is not a readable sealed file: {e}") from None
-

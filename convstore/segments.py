@@ -7,6 +7,7 @@ Processes of one clone share one writer id and therefore one current segment fil
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import threading
@@ -117,7 +118,7 @@ class Appender:
             if self.fd is None:
                 self._open()
             else:
-                st = os.fstat(self.fd)  # type: ignore[arg-type]
+                st = os.fstat(self.fd)
                 if st.st_nlink == 0:  # sealed and removed by compaction: move on
                     self._close_fd()
                     self._open()
@@ -134,10 +135,8 @@ class Appender:
             except OSError as e:
                 # Take back a partial write so the segment ends on a frame boundary. We hold
                 # the lock, so these bytes are ours alone.
-                try:
+                with contextlib.suppress(OSError):
                     os.ftruncate(self.fd, start)
-                except OSError:
-                    pass
                 what = "the disk is full" if e.errno == errno.ENOSPC else e.strerror
                 raise ConvstoreError(
                     f"could not append to {self.path}: {what}; nothing was stored"

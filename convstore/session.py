@@ -138,7 +138,9 @@ class Session:
             "messages": len(self),
         }
 
-    def update(self, *, title: str | None = _UNSET, metadata: Mapping[str, Any] | None = _UNSET) -> None:
+    def update(
+        self, *, title: str | None = _UNSET, metadata: Mapping[str, Any] | None = _UNSET
+    ) -> None:
         """Change the title and/or replace the metadata (last writer wins per field)."""
         record: JSONDict = {}
         if title is not _UNSET:
@@ -179,7 +181,9 @@ class Session:
             elif isinstance(m, Mapping):
                 item = m
             else:
-                raise InvalidInput(f"messages[{i}] must be a dict or a Message, not {type(m).__name__}")
+                raise InvalidInput(
+                    f"messages[{i}] must be a dict or a Message, not {type(m).__name__}"
+                )
             unknown = set(item) - {"role", "content", "metadata", "created_at"}
             if unknown:
                 raise InvalidInput(f"messages[{i}] has unknown keys {sorted(unknown)}")
@@ -294,7 +298,7 @@ class Session:
     # -- agent state ---------------------------------------------------------------------------
 
     def save_state(self, state: Any) -> str:
-        """Save the agent's state; returns the state record's id. Unchanged keys are not rewritten."""
+        """Save the agent's state and return its record id. Unchanged keys are not rewritten."""
         records, ref = self._blob_records(state, "state")
         record = self.store._record("state", self.id, **ref)
         self.store._write(self.id, [*records, record])
@@ -366,7 +370,12 @@ class Session:
         )
         self.store._write(self.id, [*records, record])
         return CheckpointEntry(
-            checkpoint_id, namespace, parent_id, meta, from_us(parse_us(record["created_at"])), state
+            checkpoint_id,
+            namespace,
+            parent_id,
+            meta,
+            from_us(parse_us(record["created_at"])),
+            state,
         )
 
     def _entry(self, cp: Checkpoint) -> CheckpointEntry:
@@ -379,7 +388,9 @@ class Session:
             self._view().resolve(cp.record),
         )
 
-    def get_checkpoint(self, checkpoint_id: str | None = None, *, namespace: str = "") -> CheckpointEntry:
+    def get_checkpoint(
+        self, checkpoint_id: str | None = None, *, namespace: str = ""
+    ) -> CheckpointEntry:
         """A checkpoint by id, or the newest one of ``namespace`` when no id is given."""
         live = self._view().live_checkpoints(namespace)
         for cp in live:
@@ -405,11 +416,15 @@ class Session:
         if with_state:
             return [self._entry(cp) for cp in live]
         return [
-            CheckpointEntry(cp.checkpoint_id, cp.namespace, cp.parent_id, cp.metadata, cp.created_at, None)
+            CheckpointEntry(
+                cp.checkpoint_id, cp.namespace, cp.parent_id, cp.metadata, cp.created_at, None
+            )
             for cp in live
         ]
 
-    def delete_checkpoints(self, checkpoint_ids: Iterable[str] | None = None, *, namespace: str = "") -> None:
+    def delete_checkpoints(
+        self, checkpoint_ids: Iterable[str] | None = None, *, namespace: str = ""
+    ) -> None:
         """Delete the given checkpoints of ``namespace``, or all of them (None)."""
         ids = None if checkpoint_ids is None else [str(c) for c in checkpoint_ids]
         record = self.store._record("cp_delete", self.id, namespace=namespace, checkpoint_ids=ids)
@@ -431,7 +446,7 @@ class Session:
         for channel, value in pairs:
             records, ref = self._blob_records(value, "write")
             blobs.extend(r for r in records if r["hash"] not in {b["hash"] for b in blobs})
-            refs.append([channel, ref["value"] if "value" in ref else ref])
+            refs.append([channel, ref.get("value", ref)])
         record = self.store._record(
             "cp_writes",
             self.id,
@@ -460,7 +475,9 @@ def _check_label(value: Any, what: str, limit: int, *, required: bool = False) -
     if value is None and not required:
         return None
     if not isinstance(value, str) or (required and not value) or len(value) > limit:
-        raise InvalidInput(f"{what} must be a string of at most {limit} characters, not {value!r:.60}")
+        raise InvalidInput(
+            f"{what} must be a string of at most {limit} characters, not {value!r:.60}"
+        )
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:

@@ -5,14 +5,14 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
 from . import frames, layout
 from .dates import When, parse_range
-from .errors import InvalidInput, SessionExists, SessionNotFound, StoreError
+from .errors import InvalidInput, SessionExists, SessionNotFound
 from .ids import format_us, new_id, now_us, validate_session_id
 from .locks import LockTable
 from .records import JSONDict, Message, check_metadata, encode_record
@@ -202,16 +202,12 @@ class Store:
         limit: int | None = None,
         offset: int = 0,
     ) -> list[Session]:
-        """Sessions newest first (by last activity), filtered; ``since``/``until`` bound activity."""
+        """Sessions, newest activity first; ``since``/``until`` bound the last activity."""
         lo, hi = parse_range(since, until)
         if limit is not None and (not isinstance(limit, int) or limit < 0):
             raise InvalidInput(f"limit must be a non-negative integer, not {limit!r}")
         if not isinstance(offset, int) or offset < 0:
             raise InvalidInput(f"offset must be a non-negative integer, not {offset!r}")
-        if self._query is not None or self._query_enabled():
-            return self._query_layer().sessions(
-                user_id=user_id, org_id=org_id, since=lo, until=hi, limit=limit, offset=offset
-            )
         found: list[tuple[int, str]] = []
         for sid in self.session_ids():
             try:
@@ -253,7 +249,9 @@ class Store:
                 raise InvalidInput(f"session {session_id!r} has no messages to branch from")
             at = ordered[-1].id
         elif not any(m.id == at for m in ordered):
-            raise InvalidInput(f"message {at!r} is not in session {session_id!r}; pass one of its ids")
+            raise InvalidInput(
+                f"message {at!r} is not in session {session_id!r}; pass one of its ids"
+            )
         return self.create_session(
             branch_id,
             title=title if title is not None else f"{source.title or source.id} (branch)",
@@ -293,7 +291,10 @@ class Store:
             {
                 "role": m.role,
                 "content": m.content,
-                "metadata": {**m.metadata, "merged_from": {"session": m.session_id, "message": m.id}},
+                "metadata": {
+                    **m.metadata,
+                    "merged_from": {"session": m.session_id, "message": m.id},
+                },
                 "created_at": m.created_at,
             }
             for m in ordered
@@ -418,11 +419,88 @@ class Store:
 
         return check_store(self, repair=repair)
 
-    # -- the query layer (query.py) ------------------------------------------------------------
-
-    def _query_enabled(self) -> bool:
-        return False
+    # -- the query layer (query.py): a derived, rebuildable cache -------------------------------
 
     def _query_layer(self) -> Any:
-        raise StoreError("the query layer is not available in this build")
+        with self._guard:
+            if self._query is None:
+                from .query import QueryLayer
 
+                self._query = QueryLayer(self)
+            return self._query
+
+    def refresh(self) -> None:
+        """Bring the catalog and search index up to date with the files (incremental)."""
+        self._query_layer().refresh()
+
+    def reindex(self, progress: Callable[[int, int], None] | None = None) -> None:
+        """Drop the derived catalog and search index and rebuild them from the files."""
+        self._query_layer().reindex(progress=progress)
+
+    def sql(self, query: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> Any:
+        """Run SQL over the catalog (tables: sessions, messages, states, checkpoints)."""
+        return self._query_layer().sql(query, params)
+
+    def search(
+        self,
+        query: str,
+        *,
+        session_id: str | None = None,
+        user_id: str | None = None,
+        org_id: str | None = None,
+        role: str | None = None,
+        since: When | None = None,
+        until: When | None = None,
+        limit: int = 20,
+        order: Literal["relevance", "newest"] = "relevance",
+    ) -> Any:
+        """Ranked full-text search (BM25) over every message, with highlighted snippets."""
+        return self._query_layer().search(
+            query,
+            session_id=session_id,
+            user_id=user_id,
+            org_id=org_id,
+            role=role,
+            since=since,
+            until=until,
+            limit=limit,
+            order=order,
+        )
+
+    def stats(
+        self,
+        *,
+        user_id: str | None = None,
+        org_id: str | None = None,
+        since: When | None = None,
+        until: When | None = None,
+    ) -> Any:
+        """Statistics over the store (or a user, an org, a time window)."""
+        return self._query_layer().stats(user_id=user_id, org_id=org_id, since=since, until=until)
+
+    # -- maintenance (compaction.py, retention.py, watch.py) -----------------------------------
+
+    def compact(self, session_id: str | None = None) -> Any:
+        """Seal hot segments into content-named Parquet and purge deleted and edited content."""
+        from .compaction import compact
+
+        return compact(self, session_id)
+
+    def prune(
+        self,
+        older_than: When = "90d",
+        *,
+        user_id: str | None = None,
+        org_id: str | None = None,
+        dry_run: bool = False,
+    ) -> Any:
+        """Delete messages older than ``older_than`` (retention); compaction removes the bytes."""
+        from .retention import prune
+
+        return prune(self, older_than, user_id=user_id, org_id=org_id, dry_run=dry_run)
+
+    def watch(self, callback: Callable[[Any], None], **options: Any) -> Any:
+        """Call ``callback`` when other processes or a git pull change the store."""
+        from .watch import watch
+
+        return watch(self, callback, **options)

@@ -97,7 +97,12 @@ class TestRefusals:
         with pytest.raises(error, match=message):
             s.append(role, content, metadata=metadata)
         with pytest.raises(error, match=message):
-            s.extend([{"role": "user", "content": "ok"}, {"role": role, "content": content, "metadata": metadata}])
+            s.extend(
+                [
+                    {"role": "user", "content": "ok"},
+                    {"role": role, "content": content, "metadata": metadata},
+                ]
+            )
         assert snapshot(store.path) == before
         assert [m.text for m in s.messages()] == ["before"]
 
@@ -108,14 +113,26 @@ class TestRefusals:
             (lambda s: s.recent(-3), InvalidInput, "n must be a non-negative"),
             (lambda s: s.messages(after="last tuesday"), InvalidDate, "cannot read 'last tuesday'"),
             (lambda s: s.store.sessions(since="2026-13-45"), InvalidDate, "not a real date"),
-            (lambda s: s.store.sessions(since="2026-02-01", until="2026-01-01"), InvalidDate, "before since"),
+            (
+                lambda s: s.store.sessions(since="2026-02-01", until="2026-01-01"),
+                InvalidDate,
+                "before since",
+            ),
             (lambda s: s.update(), InvalidInput, "needs title= or metadata="),
             (lambda s: s.update(title=7), InvalidInput, "title must be a string"),
             (lambda s: s.put_checkpoint("", {}), InvalidInput, "checkpoint_id must be"),
             (lambda s: s.save_state({"x": float("nan")}), InvalidContent, "nan"),
             (lambda s: s.extend([{"role": "user"}]), InvalidInput, "needs 'role' and 'content'"),
-            (lambda s: s.extend([{"role": "user", "content": "x", "rol": 1}]), InvalidInput, "unknown keys"),
-            (lambda s: s.append("user", "x", created_at="yesterday-ish"), InvalidDate, "not ISO-8601"),
+            (
+                lambda s: s.extend([{"role": "user", "content": "x", "rol": 1}]),
+                InvalidInput,
+                "unknown keys",
+            ),
+            (
+                lambda s: s.append("user", "x", created_at="yesterday-ish"),
+                InvalidDate,
+                "not ISO-8601",
+            ),
             (lambda s: s.store.merge(["s"]), InvalidInput, "at least two sessions"),
             (lambda s: s.branch(at="nope"), InvalidInput, "'nope' is not in session 's'"),
         ],
@@ -143,5 +160,5 @@ class TestRefusals:
     def test_a_store_from_a_newer_format_is_refused(self, store_path: Path) -> None:
         Store(store_path).close()
         (store_path / "convstore.json").write_text('{"format": "convstore", "version": 99}')
-        with pytest.raises(ConvstoreError, match="format version 99.*Upgrade convstore"):
+        with pytest.raises(ConvstoreError, match=r"format version 99.*Upgrade convstore"):
             Store(store_path)

@@ -19,7 +19,10 @@ with Store(path) as st:
     for i in range(n):
         h = handles[i % len(handles)]
         if i % 7 == 0:
-            h.extend([{"role": "user", "content": f"{tag}:{i}:a"}, {"role": "assistant", "content": f"{tag}:{i}:b"}])
+            h.extend([
+                {"role": "user", "content": f"{tag}:{i}:a"},
+                {"role": "assistant", "content": f"{tag}:{i}:b"},
+            ])
         else:
             h.append("user", f"{tag}:{i}", metadata={"writer": tag})
 """

@@ -55,10 +55,12 @@ class TestReadableWithoutConvstore:
         s = store.create_session("s1")
         for i in range(5):
             s.append("user", f"hello {i}")
-        rows = duckdb.sql(
+        rel = duckdb.sql(
             f"SELECT content FROM read_json('{store.path}/sessions/*/hot.*.jsonl.zst', "
             "compression='zstd', format='newline_delimited') WHERE kind = 'message' ORDER BY id"
-        ).fetchall()
+        )
+        assert rel is not None
+        rows = rel.fetchall()
         assert [r[0] for r in rows] == [f"hello {i}" for i in range(5)]
 
     @pytest.mark.skipif(shutil.which("zstdcat") is None, reason="zstdcat is not installed")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,7 +22,10 @@ class TestSessions:
         s = store.create_session(title="Trip", user_id="alice", org_id="acme", agent_id="bot")
         again = store.session(s.id)
         assert (again.title, again.user_id, again.org_id, again.agent_id) == (
-            "Trip", "alice", "acme", "bot"
+            "Trip",
+            "alice",
+            "acme",
+            "bot",
         )
         assert len(s.id) == 26
 
@@ -102,9 +106,7 @@ class TestMessages:
     def test_pagination_by_cursor_and_by_date(self, store: Store) -> None:
         s = store.create_session()
         base = datetime(2026, 1, 1, tzinfo=timezone.utc)
-        ms = [
-            s.append("user", f"m{i}", created_at=base + timedelta(days=i)) for i in range(10)
-        ]
+        ms = [s.append("user", f"m{i}", created_at=base + timedelta(days=i)) for i in range(10)]
         assert [m.text for m in s.messages(limit=3)] == ["m0", "m1", "m2"]
         assert [m.text for m in s.messages(limit=3, after=ms[2].id)] == ["m3", "m4", "m5"]
         assert [m.text for m in s.messages(limit=3, before=ms[5].id)] == ["m2", "m3", "m4"]
@@ -113,7 +115,7 @@ class TestMessages:
 
     def test_content_may_be_typed_parts(self, store: Store) -> None:
         s = store.create_session()
-        parts = [
+        parts: list[dict[str, Any]] = [
             {"type": "text", "text": "look"},
             {"type": "image", "url": "file://cat.png"},
             {"type": "tool_call", "id": "c1", "name": "calc", "arguments": {"x": 1}},
@@ -140,7 +142,9 @@ class TestMessages:
         with pytest.raises(MessageNotFound):
             s.edit(drop.id, "x")
 
-    def test_another_store_object_sees_appends_at_once(self, store: Store, store_path: Path) -> None:
+    def test_another_store_object_sees_appends_at_once(
+        self, store: Store, store_path: Path
+    ) -> None:
         s = store.create_session("shared")
         s.recent(1)
         with Store(store_path) as other:

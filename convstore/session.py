@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bisect
 import heapq
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from .dates import When, parse_when
 from .errors import CheckpointNotFound, InvalidInput, MessageNotFound
-from .ids import format_us, from_us, new_id, now_us, parse_us, to_us
+from .ids import format_us, from_us, is_record_id, new_id, now_us, parse_us, to_us
 from .records import (
     Content,
     JSONDict,
@@ -215,49 +215,54 @@ class Session:
         """
         if limit is not None and (not isinstance(limit, int) or limit < 0):
             raise InvalidInput(f"limit must be a non-negative integer, not {limit!r}")
-        ordered = self._ordered()
-        keys = [(to_us(m.created_at), m.id) for m in ordered] if (before or after) else []
-        lo, hi = 0, len(ordered)
-        if after is not None:
-            lo = self._cut(keys, after, ordered, inclusive_date=True, cursor_after=True)
-        if before is not None:
-            hi = self._cut(keys, before, ordered, inclusive_date=False, cursor_after=False)
-        page = ordered[lo:hi] if lo < hi else []
-        if limit is not None:
-            page = page[-limit:] if (before is not None and after is None) else page[:limit]
-            if limit == 0:
-                page = []
-        return page
+        after_at = None if after is None else self._bound(after, cursor_after=True)
+        before_at = None if before is None else self._bound(before, cursor_after=False)
+        from_end = before is not None and after is None
 
-    def _cut(
-        self,
-        keys: list[Key],
-        bound: str | When,
-        ordered: list[Message],
-        *,
-        inclusive_date: bool,
-        cursor_after: bool,
-    ) -> int:
-        if isinstance(bound, str):
-            for i, m in enumerate(ordered):
-                if m.id == bound:
-                    return i + 1 if cursor_after else i
+        def page(keys: list[Key], msgs: list[Message]) -> list[Message]:
+            lo = 0 if after_at is None else after_at(keys)
+            hi = len(msgs) if before_at is None else before_at(keys)
+            if limit is not None:
+                if limit == 0:
+                    return []
+                if from_end:
+                    lo = max(lo, hi - limit)
+                else:
+                    hi = min(hi, lo + limit)
+            return msgs[lo:hi] if lo < hi else []
+
+        return self.store._select(self.id, page)
+
+    def _bound(self, bound: str | When, *, cursor_after: bool) -> Callable[[list[Key]], int]:
+        """Where a cursor (a message id) or a date falls in the ordered keys."""
+        if isinstance(bound, str) and (msg := self._find(bound)) is not None:
+            key = (to_us(msg.created_at), msg.id)
+            if cursor_after:
+                return lambda keys: bisect.bisect_right(keys, key)
+            return lambda keys: bisect.bisect_left(keys, key)
+        if isinstance(bound, str) and is_record_id(bound):
+            raise MessageNotFound(f"no message {bound!r} in session {self.id!r} to page from")
         us = parse_when(bound)
         assert us is not None
-        return bisect.bisect_left(keys, (us, ""))
+        return lambda keys: bisect.bisect_left(keys, (us, ""))
+
+    def _find(self, message_id: str) -> Message | None:
+        msg = self._view().messages.get(message_id)
+        if msg is None and self.parent is not None:
+            msg = next((m for m in self._ordered() if m.id == message_id), None)
+        return msg
 
     def recent(self, n: int = 20) -> list[Message]:
         """The last ``n`` messages, oldest first: what goes into the next prompt."""
         if not isinstance(n, int) or n < 0:
             raise InvalidInput(f"n must be a non-negative integer, not {n!r}")
-        return self._ordered()[-n:] if n else []
+        if n == 0:
+            return []
+        return self.store._select(self.id, lambda keys, msgs: msgs[-n:])
 
     def get(self, message_id: str) -> Message:
-        msg = self._view().messages.get(message_id)
+        msg = self._find(message_id)
         if msg is None:
-            for m in self._ordered():  # inherited by a branch
-                if m.id == message_id:
-                    return m
             raise MessageNotFound(f"no message {message_id!r} in session {self.id!r}")
         return msg
 
@@ -284,7 +289,7 @@ class Session:
             raise MessageNotFound(f"no message {message_id!r} in session {self.id!r}")
 
     def __len__(self) -> int:
-        return len(self._ordered())
+        return self.store._select(self.id, lambda keys, msgs: len(msgs))
 
     def __iter__(self) -> Any:
         return iter(self._ordered())

@@ -8,22 +8,23 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from . import frames, layout
 from .dates import When, parse_range
 from .errors import InvalidInput, SessionExists, SessionNotFound
-from .ids import format_us, new_id, now_us, validate_session_id
+from .ids import format_us, new_id, now_us, to_us, validate_session_id
 from .locks import LockTable
 from .records import JSONDict, Message, check_metadata, encode_record
 from .segments import DEFAULT_ROLL_BYTES, Appender
 from .session import Session, _check_label, merge_ordered
-from .view import SessionView
+from .view import Key, SessionView
 
 if TYPE_CHECKING:
     from .check import CheckReport
 
 Sync = Literal["always", "interval", "close"]
+T = TypeVar("T")
 _VIEW_CACHE = 4096
 
 
@@ -328,16 +329,31 @@ class Store:
 
     def _ordered(self, sid: str, _seen: frozenset[str] = frozenset()) -> list[Message]:
         """A session's messages in order, a branch's inherited ones included."""
+        return self._select(sid, lambda keys, msgs: list(msgs), _seen)
+
+    def _select(
+        self,
+        sid: str,
+        pick: Callable[[list[Key], list[Message]], T],
+        _seen: frozenset[str] = frozenset(),
+    ) -> T:
+        """Apply ``pick`` to a session's ordered (keys, messages).
+
+        For a plain session ``pick`` runs on the view's own lists under the view lock, so that
+        recent(20) of a million-message session slices 20 items instead of copying a million.
+        For a branch the lists are built by merging the inherited prefix with its own messages.
+        """
         view = self._live_view(sid)
         with self._view_lock(sid):
-            own = list(view.order)
             parent = view.field("parent")
-        if not parent or sid in _seen:
-            return own
+            if not parent or sid in _seen:
+                return pick(view.order_keys, view.order)
+            own = list(view.order)
         psid, at = parent["session"], parent["message"]
         inherited = self._ordered(psid, _seen | {sid})
         cut = next((i + 1 for i, m in enumerate(inherited) if m.id == at), 0)
-        return merge_ordered([inherited[:cut], own]) if own else inherited[:cut]
+        merged = merge_ordered([inherited[:cut], own]) if own else inherited[:cut]
+        return pick([(to_us(m.created_at), m.id) for m in merged], merged)
 
     # -- writing -------------------------------------------------------------------------------
 

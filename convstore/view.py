@@ -73,6 +73,9 @@ class SessionView:
 
     def reset(self) -> None:
         self.hot_offsets: dict[str, int] = {}
+        # Segments that ended with an end marker never change again: refresh skips their stat,
+        # so a session with many rolled segments refreshes as cheaply as one with a single one.
+        self.closed: set[str] = set()
         self.sealed: set[str] = set()
         self.listed_mtime_ns = -1
         self.listed_at_ns = 0
@@ -117,6 +120,8 @@ class SessionView:
         if st.st_mtime_ns != self.listed_mtime_ns or racy:
             changed = self._relist(st.st_mtime_ns)
         for name, offset in list(self.hot_offsets.items()):
+            if name in self.closed:
+                continue
             path = self.folder / name
             try:
                 size = os.stat(path).st_size
@@ -185,6 +190,8 @@ class SessionView:
                 self.apply(record)
         # A torn tail may be an append still in flight: stop before it, look again next time.
         self.hot_offsets[name] = result.valid_end
+        if result.closed:
+            self.closed.add(name)
 
     def _read_sealed(self, name: str) -> None:
         path = self.folder / name

@@ -1,0 +1,722 @@
+"""Compaction: seal hot segments into content-named Parquet, purge what was replaced, merge.
+
+One session at a time, holding the clone's compaction lock (``.cache/locks/compaction.lock``):
+
+1. Under the session lock, only long enough to write an end marker, this clone's current hot
+   segment is closed (``Appender.close_segment``). Appends from any process move on to the next
+   sequence number; they never wait for the rest of the compaction.
+2. Without the lock, the session's files are read. Sealable input: this clone's closed hot
+   segments and every sealed file. Context: every other hot segment (other clones' segments,
+   our own current one). Context records only inform decisions; those files are never rewritten
+   or deleted here, because another clone owns them (or an appender is still writing them).
+3. The sealable records are purged (:func:`purge`): deleted messages and their edits go, the
+   newest edit is folded into its message, checkpoints removed by a ``cp_delete`` go, duplicate
+   blobs go; a dropped session keeps only its ``session`` and ``drop`` records, and the messages
+   a live branch still inherits.
+4. What is left is written as ONE sealed file (``sealed.write_sealed``: temporary file, fsync,
+   rename, directory fsync).
+5. Only then are the inputs deleted: the closed hot segments and the older sealed files.
+
+Why a reader never sees a partial state: between 4 and 5 both the new file and its inputs exist;
+readers de-duplicate by id and take the newest version of a message, so the overlap reads exactly
+like the inputs alone. Deleting an input makes a reader re-read the session, and what it then
+finds is the new file plus the inputs still there: again the same view. A SIGKILL at any point
+leaves one of these states, or a ``.sealing.*.tmp`` that readers ignore and ``check(repair=True)``
+removes. docs/COMPACTION.md is the written contract.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import time
+import weakref
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import filelock
+
+from . import frames, layout
+from .errors import CorruptData, InvalidInput, LockTimeout, SessionNotFound
+from .ids import parse_us, to_us, validate_session_id
+from .locks import store_lock
+from .sealed import read_sealed, write_sealed
+
+if TYPE_CHECKING:
+    from .store import Store
+
+__all__ = [
+    "LOCK_NAME",
+    "CompactReport",
+    "SessionCompaction",
+    "compact",
+    "compaction_lock",
+    "on_segment_rolled",
+    "purge",
+    "wait_for_background",
+]
+
+log = logging.getLogger("convstore.compaction")
+
+Record = dict[str, Any]
+Key = tuple[int, str]
+
+LOCK_NAME = "compaction"
+"""The store-wide lock held while a session is compacted, and by ``convstore sync`` while it
+stages and merges (so that git never records half of a compaction)."""
+
+LOCK_TIMEOUT = 120.0
+
+# Kinds a dropped session keeps whatever happens: they say the session existed and was deleted,
+# so that its id is never reused and other clones' unsynced records of it stay hidden.
+_DROP_KEEPS = frozenset(("session", "drop"))
+
+
+# -- reports ---------------------------------------------------------------------------------
+
+
+@dataclass
+class SessionCompaction:
+    """What compaction did to one session."""
+
+    session_id: str
+    sealed: str | None = None  # name of the sealed file written, if any
+    files_in: int = 0  # files replaced (closed hot segments and older sealed files)
+    records_in: int = 0
+    records_out: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    messages_purged: int = 0  # deleted messages whose bytes are now gone
+    edits_folded: int = 0  # edit records merged into their message (older content gone)
+    records_purged: int = 0  # every other record dropped (duplicates, states of a dropped session)
+    skipped: str | None = None  # why nothing was done
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "session_id": self.session_id,
+            "sealed": self.sealed,
+            "files_in": self.files_in,
+            "records_in": self.records_in,
+            "records_out": self.records_out,
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+            "messages_purged": self.messages_purged,
+            "edits_folded": self.edits_folded,
+            "records_purged": self.records_purged,
+            "skipped": self.skipped,
+        }
+
+
+@dataclass
+class CompactReport:
+    """What ``compact()`` did, per session and in total."""
+
+    sessions: list[SessionCompaction] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def compacted(self) -> list[SessionCompaction]:
+        """The sessions whose files were rewritten."""
+        return [s for s in self.sessions if s.skipped is None]
+
+    @property
+    def problems(self) -> list[SessionCompaction]:
+        """Sessions left alone because a file could not be read (see ``check()``)."""
+        return [s for s in self.sessions if s.skipped and s.skipped.startswith("not compacted")]
+
+    @property
+    def bytes_in(self) -> int:
+        return sum(s.bytes_in for s in self.compacted)
+
+    @property
+    def bytes_out(self) -> int:
+        return sum(s.bytes_out for s in self.compacted)
+
+    @property
+    def messages_purged(self) -> int:
+        return sum(s.messages_purged for s in self.sessions)
+
+    @property
+    def edits_folded(self) -> int:
+        return sum(s.edits_folded for s in self.sessions)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "sessions_seen": len(self.sessions),
+            "sessions_compacted": len(self.compacted),
+            "files_in": sum(s.files_in for s in self.compacted),
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+            "messages_purged": self.messages_purged,
+            "edits_folded": self.edits_folded,
+            "seconds": round(self.seconds, 3),
+            "problems": [s.to_dict() for s in self.problems],
+            "sessions": [s.to_dict() for s in self.compacted],
+        }
+
+    def __str__(self) -> str:
+        done = self.compacted
+        line = (
+            f"compacted {len(done)} of {len(self.sessions)} sessions: "
+            f"{sum(s.files_in for s in done)} files, {_size(self.bytes_in)} -> "
+            f"{_size(self.bytes_out)}; purged {self.messages_purged} deleted messages, "
+            f"folded {self.edits_folded} edits ({self.seconds:.2f} s)"
+        )
+        return "\n".join([line] + [f"  {s.session_id}: {s.skipped}" for s in self.problems])
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+# -- the entry point -------------------------------------------------------------------------
+
+
+def compact(
+    store: Store,
+    session_id: str | None = None,
+    *,
+    lock_timeout: float = LOCK_TIMEOUT,
+) -> CompactReport:
+    """Compact one session, or every session of the store (``session_id=None``).
+
+    Deleted sessions are compacted too (that is how their bytes go). Raises SessionNotFound for
+    an explicit id without a folder, LockTimeout when another compaction or ``convstore sync``
+    holds the store's compaction lock for longer than ``lock_timeout`` seconds.
+    """
+    started = time.perf_counter()
+    if session_id is None:
+        ids = store.session_ids()
+    else:
+        sid = validate_session_id(session_id)
+        if not store._session_folder(sid).is_dir():
+            raise SessionNotFound(
+                f"no session {sid!r} in {store.path}; list them with `convstore ls`"
+            )
+        ids = [sid]
+    lineage = _Lineage(store)
+    report = CompactReport()
+    for sid in ids:
+        try:
+            validate_session_id(sid)
+        except InvalidInput:
+            continue  # check() reports stray folders; compaction leaves them alone
+        # One session per lock hold, so that `convstore sync` or a background compaction in
+        # another process can slip in between sessions of a long whole-store run.
+        with compaction_lock(store, lock_timeout):
+            report.sessions.append(_compact_session(store, sid, lineage))
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def compaction_lock(store: Store, timeout: float = LOCK_TIMEOUT) -> _HeldLock:
+    """The store's compaction lock, as a context manager that raises LockTimeout."""
+    return _HeldLock(store_lock(store.path, LOCK_NAME, timeout=timeout), store.path)
+
+
+class _HeldLock:
+    def __init__(self, lock: filelock.BaseFileLock, root: Path) -> None:
+        self.lock = lock
+        self.root = root
+
+    def __enter__(self) -> _HeldLock:
+        try:
+            self.lock.acquire()
+        except filelock.Timeout:
+            raise LockTimeout(
+                f"another compaction or `convstore sync` has held {self.lock.lock_file} for "
+                f"over {self.lock.timeout:.0f}s in {self.root}; retry when it has finished"
+            ) from None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.lock.release()
+
+
+# -- one session -----------------------------------------------------------------------------
+
+
+@dataclass
+class _Inputs:
+    sealable: list[Record] = field(default_factory=list)
+    context: list[Record] = field(default_factory=list)
+    hot: list[Path] = field(default_factory=list)  # own closed hot segments, deleted at the end
+    sealed: list[Path] = field(default_factory=list)  # sealed files, deleted at the end
+    other_hot: int = 0  # hot segments read as context only
+    problem: str | None = None
+
+
+def _compact_session(store: Store, sid: str, lineage: _Lineage) -> SessionCompaction:
+    result = SessionCompaction(sid)
+    folder = store._session_folder(sid)
+    writer = store.writer_id
+    try:
+        names = os.listdir(folder)
+    except (FileNotFoundError, NotADirectoryError):
+        result.skipped = "no folder"
+        return result
+    if any(_owner(n) == writer for n in names):
+        # The only step that holds the session lock: an end marker, an fdatasync and a new
+        # empty segment. Appenders in other processes see the size change under the same lock
+        # and move on to the next sequence number.
+        with store._locks.get(sid):
+            store._appender(sid).close_segment()
+        names = os.listdir(folder)
+    inputs = _read_inputs(folder, names, writer)
+    if inputs.problem is not None:
+        result.skipped = f"not compacted: {inputs.problem}; run `convstore check`"
+        return result
+    if not inputs.hot and len(inputs.sealed) <= 1 and not inputs.context:
+        result.skipped = "nothing to do"
+        return result
+    needed = lineage.needed_until(sid) if _is_dropped(inputs) else None
+    out, stats = purge(inputs.sealable, inputs.context, keep_messages_until=needed)
+    if not inputs.hot and len(inputs.sealed) == 1 and not stats.changed:
+        result.skipped = "nothing to do"
+        return result
+    result.files_in = len(inputs.hot) + len(inputs.sealed)
+    result.records_in = len(inputs.sealable)
+    result.records_out = len(out)
+    result.bytes_in = sum(_file_size(p) for p in (*inputs.hot, *inputs.sealed))
+    result.messages_purged = stats.messages_purged
+    result.edits_folded = stats.edits_folded
+    result.records_purged = stats.records_purged
+    keep: Path | None = None
+    if out:
+        keep = write_sealed(folder, out)
+        result.sealed = keep.name
+        result.bytes_out = _file_size(keep)
+    # The new file is durable (write_sealed fsynced it and the folder) before any input goes,
+    # so a crash from here on leaves duplicates that readers de-duplicate, never a loss.
+    for path in (*inputs.hot, *inputs.sealed):
+        if path != keep:
+            path.unlink(missing_ok=True)
+    layout.fsync_dir(folder)
+    return result
+
+
+def _owner(name: str) -> str | None:
+    m = layout.HOT_RE.fullmatch(name)
+    return m.group(1) if m else None
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _is_dropped(inputs: _Inputs) -> bool:
+    return any(r.get("kind") == "drop" for r in _chain(inputs.sealable, inputs.context))
+
+
+def _read_inputs(folder: Path, names: list[str], writer: str) -> _Inputs:
+    """Read a session's files, sorting them into what may be sealed and what is context."""
+    inputs = _Inputs()
+    sid = folder.name
+    for name in sorted(names):
+        path = folder / name
+        if layout.SEALED_RE.fullmatch(name):
+            try:
+                records = read_sealed(path)
+            except CorruptData as e:
+                if not path.exists():
+                    inputs.problem = f"{name} vanished while being read (a git pull?)"
+                else:
+                    inputs.problem = str(e)
+                return inputs
+            inputs.sealed.append(path)
+            inputs.sealable.extend(records)
+        elif layout.HOT_RE.fullmatch(name):
+            try:
+                data = path.read_bytes()
+            except FileNotFoundError:
+                inputs.problem = f"{name} vanished while being read (a git pull?)"
+                return inputs
+            scan = frames.scan(data)
+            try:
+                records = [r for _, _, p in scan.frames for r in frames.decode_records(p)]
+            except ValueError as e:
+                inputs.problem = f"{path} holds a frame that is not JSON lines ({e})"
+                return inputs
+            damaged = [d for d in scan.damage if not d.torn]
+            # Only a closed segment of ours is final: nobody appends after an end marker.
+            # A damaged one stays where it is, for check() to report and a human to restore.
+            if _owner(name) == writer and scan.closed and not damaged:
+                inputs.hot.append(path)
+                inputs.sealable.extend(records)
+            else:
+                inputs.other_hot += 1
+                inputs.context.extend(records)
+    bad = next((r for r in inputs.sealable if _malformed(r, sid)), None)
+    if bad is not None:
+        inputs.problem = f"a record is malformed ({str(bad)[:80]})"
+    return inputs
+
+
+def _malformed(r: Any, sid: str) -> bool:
+    if not isinstance(r, dict) or r.get("session") != sid:
+        return True
+    if not isinstance(r.get("id"), str) or not isinstance(r.get("kind"), str):
+        return True
+    try:
+        parse_us(r["created_at"])
+    except (KeyError, TypeError, ValueError):
+        return True
+    kind = r["kind"]
+    if kind in ("edit", "delete") and not isinstance(r.get("target"), str):
+        return True
+    return kind == "blob" and not isinstance(r.get("hash"), str)
+
+
+def _chain(*parts: Iterable[Record]) -> Iterator[Record]:
+    for part in parts:
+        yield from part
+
+
+# -- purging ---------------------------------------------------------------------------------
+
+
+@dataclass
+class PurgeStats:
+    """What :func:`purge` removed."""
+
+    messages_purged: int = 0
+    edits_folded: int = 0
+    records_purged: int = 0
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.messages_purged or self.edits_folded or self.records_purged)
+
+
+def _key(r: Record) -> Key:
+    return (parse_us(r["created_at"]), r["id"])
+
+
+def _version(r: Record) -> Key:
+    """The version of a message record: its own key, or that of the edit folded into it."""
+    edited = r.get("edited_at")
+    if edited:
+        return (parse_us(edited), str(r.get("edit_id", r["id"])))
+    return _key(r)
+
+
+def purge(
+    sealable: list[Record],
+    context: Iterable[Record] = (),
+    *,
+    keep_messages_until: Key | None = None,
+) -> tuple[list[Record], PurgeStats]:
+    """The records to seal in place of ``sealable``, with replaced content removed.
+
+    ``context`` holds the records of files this compaction will not touch (other writers' hot
+    segments, our current one); its tombstones justify removals but are never copied, since the
+    files that hold them stay. Invariant: the view of ``result + context + anything else`` is the
+    view of ``sealable + context + anything else``, for every set of other files, because every
+    removal is justified by a record that is kept for good (a ``delete``, a newer version, a
+    ``cp_delete``, a ``drop``) and nothing is added that any reader could see differently.
+
+    ``keep_messages_until`` matters only for a dropped session: the newest message key that a
+    live branch still inherits (None: none does).
+    """
+    stats = PurgeStats()
+    deleted: set[str] = set()
+    cp_deletes: list[tuple[Key, str, list[str] | None]] = []
+    dropped = False
+    for r in _chain(sealable, context):
+        kind = r.get("kind")
+        if kind == "delete":
+            deleted.add(r["target"])
+        elif kind == "cp_delete":
+            cp_deletes.append((_key(r), r.get("namespace", ""), r.get("checkpoint_ids")))
+        elif kind == "drop":
+            dropped = True
+    if dropped:
+        sealable = _dropped_session(sealable, keep_messages_until, stats)
+
+    messages: dict[str, tuple[Key, Record]] = {}
+    edits: dict[str, tuple[Key, Record]] = {}  # newest edit per target
+    blobs: dict[str, tuple[Key, Record]] = {}  # oldest record per blob hash
+    purged_messages: set[str] = set()
+    seen: set[str] = set()
+    kept: list[Record] = []
+    for r in sealable:
+        kind = r["kind"]
+        rid = r["id"]
+        if kind == "message":
+            # A message may come twice: its original and a sealed copy with an edit folded in.
+            if rid in deleted:
+                purged_messages.add(rid)
+                continue
+            version = _version(r)
+            old = messages.get(rid)
+            if old is not None:
+                stats.records_purged += 1
+            if old is None or old[0] < version:
+                messages[rid] = (version, r)
+            continue
+        if kind == "blob":
+            # Blobs are named by their content: one record per hash is enough.
+            key = _key(r)
+            old_blob = blobs.get(r["hash"])
+            if old_blob is not None:
+                stats.records_purged += 1
+            if old_blob is None or key < old_blob[0]:
+                blobs[r["hash"]] = (key, r)
+            continue
+        if rid in seen:
+            stats.records_purged += 1
+            continue
+        seen.add(rid)
+        if kind == "edit":
+            target = r["target"]
+            if target in deleted:
+                stats.records_purged += 1
+                continue
+            key = _key(r)
+            old_edit = edits.get(target)
+            if old_edit is not None:
+                stats.edits_folded += 1  # an older edit: its content was never visible again
+            if old_edit is None or old_edit[0] < key:
+                edits[target] = (key, r)
+            continue
+        if kind == "checkpoint" and _checkpoint_deleted(r, cp_deletes):
+            stats.records_purged += 1
+            continue
+        kept.append(r)
+
+    for target, (key, edit) in edits.items():
+        found = messages.get(target)
+        if found is None:
+            kept.append(edit)  # its message lives in a file we do not seal: keep the edit
+            continue
+        version, msg = found
+        stats.edits_folded += 1
+        if key > version:
+            messages[target] = (key, _fold(msg, edit))
+    stats.messages_purged += len(purged_messages)
+    kept.extend(msg for _, msg in messages.values())
+    kept.extend(blob for _, blob in blobs.values())
+    return kept, stats
+
+
+def _fold(message: Record, edit: Record) -> Record:
+    """The message with the edit's content, marked so that readers know its version."""
+    folded = dict(message)
+    folded["content"] = edit["content"]
+    folded["edited_at"] = edit["created_at"]
+    folded["edit_id"] = edit["id"]
+    return folded
+
+
+def _checkpoint_deleted(r: Record, cp_deletes: list[tuple[Key, str, list[str] | None]]) -> bool:
+    key = _key(r)
+    ns = r.get("namespace", "")
+    cp_id = r.get("checkpoint_id")
+    return any(
+        d_key > key and d_ns == ns and (ids is None or cp_id in ids)
+        for d_key, d_ns, ids in cp_deletes
+    )
+
+
+def _dropped_session(
+    sealable: list[Record], keep_until: Key | None, stats: PurgeStats
+) -> list[Record]:
+    """A dropped session keeps its session and drop records, and what live branches inherit."""
+    out: list[Record] = []
+    for r in sealable:
+        kind = r["kind"]
+        if kind in _DROP_KEEPS:
+            out.append(r)
+        elif keep_until is not None and kind in ("edit", "delete"):
+            out.append(r)  # purged below by the usual rules
+        elif keep_until is not None and kind == "message" and _key(r) <= keep_until:
+            out.append(r)
+        elif kind == "message":
+            stats.messages_purged += 1
+        else:
+            stats.records_purged += 1
+    return out
+
+
+class _Lineage:
+    """Which sessions are branches of which, to keep what a live branch inherits.
+
+    Built on first use only (it reads every session's view), since it only matters when a
+    dropped session is compacted.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._children: dict[str, list[tuple[str, str]]] | None = None
+        self._dropped: set[str] = set()
+
+    def _build(self) -> dict[str, list[tuple[str, str]]]:
+        if self._children is None:
+            children: dict[str, list[tuple[str, str]]] = {}
+            for sid in self.store.session_ids():
+                try:
+                    view = self.store._live_view(validate_session_id(sid))
+                except InvalidInput:
+                    continue
+                if view.dropped is not None:
+                    self._dropped.add(sid)
+                parent = view.field("parent")
+                if isinstance(parent, dict) and isinstance(parent.get("session"), str):
+                    children.setdefault(parent["session"], []).append(
+                        (sid, str(parent.get("message")))
+                    )
+            self._children = children
+        return self._children
+
+    def _lives_on(self, sid: str, seen: frozenset[str]) -> bool:
+        """True if ``sid`` is visible, or a visible session inherits through it."""
+        if sid not in self._dropped:
+            return True
+        return any(
+            child not in seen and self._lives_on(child, seen | {child})
+            for child, _ in self._build().get(sid, [])
+        )
+
+    def needed_until(self, sid: str) -> Key | None:
+        """The key of the newest message of ``sid`` a live branch shows, or None."""
+        children = self._build().get(sid, [])
+        best: Key | None = None
+        for child, at in children:
+            if not self._lives_on(child, frozenset((sid, child))):
+                continue
+            # The branch shows its parent's ordered messages up to `at` (the parent's own
+            # ancestors included), so every message of ours at or before `at` is inherited.
+            for m in self.store._ordered(sid):
+                if m.id == at:
+                    key = (to_us(m.created_at), m.id)
+                    best = key if best is None or key > best else best
+                    break
+        return best
+
+
+# -- automatic compaction --------------------------------------------------------------------
+
+
+def on_segment_rolled(store: Store, session_id: str) -> None:
+    """Called by the store after an append rolled a hot segment (it passed ``roll_bytes``).
+
+    Queues the session for compaction in a background thread of this process, unless the store
+    was opened with ``auto_compact=False``. Returns at once: the appending thread never waits.
+    """
+    if not getattr(store, "auto_compact", True):
+        return
+    with _workers_guard:
+        worker = _workers.get(store)
+        if worker is None:
+            worker = _workers[store] = _Worker(store)
+    worker.submit(session_id)
+
+
+def wait_for_background(store: Store, timeout: float | None = None) -> bool:
+    """Wait until the store's background compactions are done; False on timeout."""
+    with _workers_guard:
+        worker = _workers.get(store)
+    return True if worker is None else worker.wait_idle(timeout)
+
+
+class _Worker:
+    """One background thread per open store, compacting queued sessions one after the other.
+
+    The thread exits when the queue is empty and is started again by the next roll, so an idle
+    store has no thread. It takes the store-wide compaction lock per session, polling so that
+    interpreter exit can stop it; a compaction cut short by exit is like a crash: harmless.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self._store = weakref.ref(store)
+        self._queue: list[str] = []
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._busy = False
+
+    def submit(self, sid: str) -> None:
+        with self._cond:
+            if sid not in self._queue:
+                self._queue.append(sid)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="convstore-compaction", daemon=True
+                )
+                self._thread.start()
+
+    def wait_idle(self, timeout: float | None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while self._queue or self._busy:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._cond.wait(left)
+        return True
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                if _exiting.is_set():
+                    self._queue.clear()
+                if not self._queue:
+                    self._thread = None
+                    self._cond.notify_all()
+                    return
+                sid = self._queue.pop(0)
+                self._busy = True
+            try:
+                store = self._store()
+                if store is not None:
+                    self._compact_one(store, sid)
+                del store
+            except Exception:  # a background thread must not die silently
+                log.exception("background compaction of session %r failed", sid)
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+
+    def _compact_one(self, store: Store, sid: str) -> None:
+        lock = store_lock(store.path, LOCK_NAME, timeout=1.0)
+        while True:
+            try:
+                lock.acquire()
+                break
+            except filelock.Timeout:
+                if _exiting.is_set():
+                    return
+        try:
+            result = _compact_session(store, sid, _Lineage(store))
+        finally:
+            lock.release()
+        if result.skipped and result.skipped.startswith("not compacted"):
+            log.warning("session %r %s", sid, result.skipped)
+
+
+_workers: weakref.WeakKeyDictionary[Store, _Worker] = weakref.WeakKeyDictionary()
+_workers_guard = threading.Lock()
+_exiting = threading.Event()
+
+
+@atexit.register
+def _stop_workers() -> None:
+    # atexit runs before daemon threads are frozen: let a running compaction finish its
+    # current session (bounded) instead of leaving a temporary file behind.
+    _exiting.set()
+    with _workers_guard:
+        workers = list(_workers.values())
+    for worker in workers:
+        worker.wait_idle(30.0)

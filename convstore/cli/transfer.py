@@ -1,0 +1,140 @@
+"""Moving conversations in and out: export, import."""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from .. import exporters, importers
+from ._common import (
+    JsonOpt,
+    OrgOpt,
+    SinceOpt,
+    StoreOpt,
+    UntilOpt,
+    UserOpt,
+    open_store,
+    out,
+    print_json,
+    progress,
+)
+
+PANEL = "Import and export"
+
+
+class ExportFormat(str, Enum):
+    json = "json"
+    jsonl = "jsonl"
+    csv = "csv"
+    markdown = "markdown"
+    parquet = "parquet"
+
+
+class ImportFormat(str, Enum):
+    auto = "auto"
+    convstore = "convstore"
+    chatgpt = "chatgpt"
+    claude = "claude"
+    openai = "openai"
+
+
+def export(
+    ctx: typer.Context,
+    session_ids: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="[SESSION]...", help="Sessions to export (default: all that match)."
+        ),
+    ] = None,
+    format: Annotated[
+        ExportFormat,
+        typer.Option("--format", "-f", help="json (re-importable), jsonl, csv, markdown, parquet."),
+    ] = ExportFormat.json,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", metavar="FILE", help="Write here (default: stdout)."),
+    ] = None,
+    user: UserOpt = None,
+    org: OrgOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    store: StoreOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Export sessions: all of them, the ones named, or those matching the filters."""
+    to_stdout = output is None or str(output) == "-"
+    if to_stdout and json:
+        raise typer.BadParameter(
+            "--json prints a summary of the export; give --output FILE", param_hint="'--json'"
+        )
+    if to_stdout and format is ExportFormat.parquet:
+        raise typer.BadParameter("Parquet needs --output FILE", param_hint="'--format'")
+    with open_store(ctx, store) as s:
+        chosen = exporters.select_sessions(
+            s, session_ids or (), user_id=user, org_id=org, since=since, until=until
+        )
+        with progress("Exporting") as update:
+            report = exporters.export(
+                s,
+                chosen,
+                format.value,
+                None if to_stdout else output,
+                stdout=sys.stdout,
+                progress=update,
+            )
+    if json:
+        print_json(report.to_dict())
+    elif not to_stdout:
+        out().print(
+            f"Exported {len(report.sessions)} session(s), {report.messages} message(s) "
+            f"to {output} ({format.value}, {report.bytes:,} bytes)"
+        )
+
+
+def import_(
+    ctx: typer.Context,
+    files: Annotated[
+        list[Path],
+        typer.Argument(metavar="FILE...", help="Exports to import (.json, .jsonl, or a .zip)."),
+    ],
+    format: Annotated[
+        ImportFormat,
+        typer.Option("--format", "-f", help="What the files are (default: detected)."),
+    ] = ImportFormat.auto,
+    user: Annotated[
+        str | None,
+        typer.Option("--user", metavar="USER", help="User of sessions that do not name one."),
+    ] = None,
+    org: Annotated[
+        str | None,
+        typer.Option("--org", metavar="ORG", help="Organisation of sessions that do not name one."),
+    ] = None,
+    store: StoreOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Import ChatGPT, Claude, OpenAI-style or convstore exports. Safe to run twice."""
+    with open_store(ctx, store, create=True) as s, progress("Importing") as update:
+        report = importers.import_files(
+            s, files, format=format.value, user_id=user, org_id=org, progress=update
+        )
+    if json:
+        print_json(report.to_dict())
+        return
+    console = out()
+    for f in report.files:
+        console.print(f"[dim]{escape(f)}: {report.formats[f]}[/]")
+    console.print(
+        f"Added {report.sessions_added} session(s) and {report.messages_added} message(s); "
+        f"{report.sessions_skipped} session(s) and {report.messages_skipped} message(s) "
+        "were already there"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command(rich_help_panel=PANEL)(export)
+    app.command("import", rich_help_panel=PANEL)(import_)

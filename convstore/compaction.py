@@ -47,6 +47,7 @@ from .locks import store_lock
 from .sealed import read_sealed, write_sealed
 
 if TYPE_CHECKING:
+    from .segments import Appender
     from .store import Store
 
 __all__ = [
@@ -265,11 +266,13 @@ def _compact_session(store: Store, sid: str, lineage: _Lineage) -> SessionCompac
         result.skipped = "no folder"
         return result
     if any(_owner(n) == writer for n in names):
-        # The only step that holds the session lock: an end marker, an fdatasync and a new
-        # empty segment. Appenders in other processes see the size change under the same lock
-        # and move on to the next sequence number.
+        # One of the two short steps under the session lock: an end marker, an fdatasync and a
+        # new empty segment. Appenders in other processes see the size change under the same
+        # lock and move on to the next sequence number.
         with store._locks.get(sid):
-            store._appender(sid).close_segment()
+            appender = store._appender(sid)
+            _forget_removed_segment(appender)
+            appender.close_segment()
         names = os.listdir(folder)
     inputs = _read_inputs(folder, names, writer)
     if inputs.problem is not None:
@@ -297,11 +300,26 @@ def _compact_session(store: Store, sid: str, lineage: _Lineage) -> SessionCompac
         result.bytes_out = _file_size(keep)
     # The new file is durable (write_sealed fsynced it and the folder) before any input goes,
     # so a crash from here on leaves duplicates that readers de-duplicate, never a loss.
-    for path in (*inputs.hot, *inputs.sealed):
-        if path != keep:
-            path.unlink(missing_ok=True)
+    # The unlinks happen under the session lock because an appender of this clone that still
+    # holds a sealed segment open re-reads it by name while catching up, under that lock.
+    with store._locks.get(sid):
+        for path in (*inputs.hot, *inputs.sealed):
+            if path != keep:
+                path.unlink(missing_ok=True)
     layout.fsync_dir(folder)
     return result
+
+
+def _forget_removed_segment(appender: Appender) -> None:
+    """Drop an appender's descriptor on a segment that an earlier compaction removed.
+
+    ``Appender.append`` notices ``st_nlink == 0`` itself; ``close_segment`` does not yet and
+    would try to re-read the removed file by name (see the segments.py change proposed with
+    issue 5). Called holding the session lock.
+    """
+    with appender.guard:
+        if appender.fd is not None and os.fstat(appender.fd).st_nlink == 0:
+            appender._close_fd()
 
 
 def _owner(name: str) -> str | None:

@@ -63,9 +63,7 @@ def session_id_for(external_id: str) -> str:
         raise InvalidInput(
             f"conversation id {external_id!r:.60} holds a lone surrogate; it is not valid Unicode"
         ) from None
-    escaped = _ESCAPED + "".join(
-        chr(b) if _KEEP.fullmatch(chr(b)) else f"_{b:02x}" for b in raw
-    )
+    escaped = _ESCAPED + "".join(chr(b) if _KEEP.fullmatch(chr(b)) else f"_{b:02x}" for b in raw)
     if len(escaped) <= SESSION_ID_MAX:
         return escaped
     return _HASHED + hashlib.sha256(raw).hexdigest()[:32]

@@ -75,7 +75,7 @@ from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from os import PathLike
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from langchain_core.runnables import RunnableConfig
@@ -104,6 +104,8 @@ __all__ = ["ConvstoreSaver"]
 # How many (session, namespace) pairs keep the list items of their latest checkpoint in memory,
 # so that the next step finds what it appends to without reading the thread back.
 _CACHE_NAMESPACES = 256
+# Threads of one process write a session one at a time; sessions share this many locks.
+_WRITE_STRIPES = 64
 
 Encoded = list[str]  # [serde type, base64 of the bytes]
 
@@ -262,9 +264,8 @@ class ConvstoreSaver(BaseCheckpointSaver[str]):
         self._owns_store = not isinstance(store, Store)
         self.store = store if isinstance(store, Store) else Store(store)
         self._guard = threading.Lock()
-        self._tails: OrderedDict[tuple[str, str], tuple[str, dict[str, _ListTail]]] = (
-            OrderedDict()
-        )
+        self._writing = [threading.Lock() for _ in range(_WRITE_STRIPES)]
+        self._tails: OrderedDict[tuple[str, str], tuple[str, dict[str, _ListTail]]] = OrderedDict()
 
     def close(self) -> None:
         """Close the store if this saver opened it."""
@@ -333,6 +334,12 @@ class ConvstoreSaver(BaseCheckpointSaver[str]):
 
     def _namespace(self, session: Session, namespace: str) -> _Namespace:
         return _Namespace(session.id, namespace, session.list_checkpoints(namespace=namespace))
+
+    def _writer(self, session_id: str) -> threading.Lock:
+        # LangGraph saves a task's writes and the next checkpoint from background threads. One
+        # at a time per thread, the checkpoint sees the blobs the writes just stored (the
+        # message a node returned) and does not store them a second time.
+        return self._writing[hash(session_id) % _WRITE_STRIPES]
 
     def _forget(self, session_id: str) -> None:
         with self._guard:
@@ -425,15 +432,11 @@ class ConvstoreSaver(BaseCheckpointSaver[str]):
     ) -> CheckpointTuple:
         skeleton = dict(self._skeleton(s))
         checkpoint: Any = {**skeleton, "channel_values": self._values(ns, s)}
-        parent = (
-            None
-            if s.parent_id is None
-            else _config(thread_id, ns.namespace, s.parent_id)
-        )
+        parent = None if s.parent_id is None else _config(thread_id, ns.namespace, s.parent_id)
         return CheckpointTuple(
             config=_config(thread_id, ns.namespace, s.id),
             checkpoint=checkpoint,
-            metadata=dict(s.metadata),  # type: ignore[typeddict-item]
+            metadata=cast(CheckpointMetadata, dict(s.metadata)),
             parent_config=parent,
             pending_writes=self._writes(session, ns.namespace, s.id),
         )
@@ -540,7 +543,7 @@ class ConvstoreSaver(BaseCheckpointSaver[str]):
         self, session: Session, namespace: str, parent_id: str | None, channels: set[str]
     ) -> dict[str, _ListTail]:
         """The list channels of the parent checkpoint, from memory or else from the files."""
-        if parent_id is None or not channels:
+        if parent_id is None:
             return {}
         key = (session.id, namespace)
         with self._guard:
@@ -548,6 +551,8 @@ class ConvstoreSaver(BaseCheckpointSaver[str]):
             if cached is not None and cached[0] == parent_id:
                 self._tails.move_to_end(key)
                 return dict(cached[1])
+        if not channels:
+            return {}
         ns = self._namespace(session, namespace)
         parent = ns.by_id.get(parent_id)
         if parent is None:
@@ -609,9 +614,10 @@ class ConvstoreSaver(BaseCheckpointSaver[str]):
             else:
                 kind, data = self._encode(value)
                 parts["c:" + channel] = {"v": version, "t": kind, "b": data}
-        session.put_checkpoint(
-            checkpoint_id, parts, metadata=meta_json, parent_id=parent_id, namespace=namespace
-        )
+        with self._writer(session.id):
+            session.put_checkpoint(
+                checkpoint_id, parts, metadata=meta_json, parent_id=parent_id, namespace=namespace
+            )
         with self._guard:
             self._tails[(session.id, namespace)] = (checkpoint_id, tails)
             self._tails.move_to_end((session.id, namespace))
@@ -634,26 +640,27 @@ class ConvstoreSaver(BaseCheckpointSaver[str]):
         assert session is not None
         # LangGraph's rule: a regular write is kept once per (task, index), the first one wins;
         # special writes (errors, interrupts...) have fixed negative indexes and replace.
-        merged: dict[int, tuple[str, Any]] = {}
-        for task in session.get_writes(checkpoint_id, namespace=namespace):
-            if task.task_id == task_id and task.task_path == task_path:
-                for channel, stored in task.writes:
-                    merged[int(stored["idx"])] = (channel, stored)
-        changed = False
-        for i, (channel, value) in enumerate(writes):
-            idx = WRITES_IDX_MAP.get(channel, i)
-            if idx >= 0 and idx in merged:
-                continue
-            merged[idx] = (channel, self._encode_write(idx, value))
-            changed = True
-        if changed:
-            session.put_writes(
-                checkpoint_id,
-                task_id,
-                [merged[i] for i in sorted(merged)],
-                task_path=task_path,
-                namespace=namespace,
-            )
+        with self._writer(session.id):
+            merged: dict[int, tuple[str, Any]] = {}
+            for task in session.get_writes(checkpoint_id, namespace=namespace):
+                if task.task_id == task_id and task.task_path == task_path:
+                    for channel, stored in task.writes:
+                        merged[int(stored["idx"])] = (channel, stored)
+            changed = False
+            for i, (channel, value) in enumerate(writes):
+                idx = WRITES_IDX_MAP.get(channel, i)
+                if idx >= 0 and idx in merged:
+                    continue
+                merged[idx] = (channel, self._encode_write(idx, value))
+                changed = True
+            if changed:
+                session.put_writes(
+                    checkpoint_id,
+                    task_id,
+                    [merged[i] for i in sorted(merged)],
+                    task_path=task_path,
+                    namespace=namespace,
+                )
 
     def get_next_version(self, current: str | None, channel: None) -> str:
         # The random suffix keeps two forks of a thread from minting the same version of a

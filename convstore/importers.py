@@ -322,14 +322,18 @@ def _sha(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def derive_id(identity: str, at_us: int | None) -> str:
+def derive_id(identity: str, at_us: int | None, seq: int | None = None) -> str:
     """A deterministic record id: the time (when the source has one) then a hash of identity.
 
     The same source message always gets the same id, which is what makes import idempotent.
+    ``seq`` (the message's position) goes before the hash when messages may share a time:
+    readers order messages by (time, id), so equal times keep the order of the file.
     """
     digest = _sha(identity)
     if at_us is None:
         return digest[:26]
+    if seq is not None:
+        return f"{at_us & 0xFFFFFFFFFFFFFF:014x}{seq & 0xFFFFFF:06x}{digest[:6]}"
     return f"{at_us & 0xFFFFFFFFFFFFFF:014x}{digest[:12]}"
 
 
@@ -748,6 +752,10 @@ def _chatgpt_content(raw: Any, where: str) -> tuple[Content, bool]:
                 thought["summary"] = summary
             out.append(thought)
         return out, False
+    if kind == "user_editable_context":
+        # Custom instructions: hidden from the conversation, but what the model was told.
+        texts = [raw.get(k) for k in ("user_profile", "user_instructions")]
+        return "\n\n".join(t for t in texts if isinstance(t, str) and t), False
     if kind == "reasoning_recap":
         text = raw.get("content")
         if isinstance(text, str) and text:
@@ -1191,7 +1199,7 @@ def _convstore_session(raw: Any, where: str) -> PlannedSession:
             raise _Refusal(_child(w, "created_at"), "every message needs its created_at")
         mid = m.get("id")
         if mid is None:
-            mid = derive_id(f"convstore:{sid}:{j}", at)
+            mid = derive_id(f"convstore:{sid}:{j}", at, j)
         elif not isinstance(mid, str) or not is_record_id(mid):
             raise _Refusal(_child(w, "id"), f"{mid!r} is not a message id (26 hex digits) or null")
         if "role" not in m or "content" not in m:
@@ -1237,6 +1245,61 @@ _READERS: dict[str, Callable[[Any, str], list[PlannedSession]]] = {
 # -- writing -----------------------------------------------------------------------------------
 
 
+@dataclass
+class ImportPlan:
+    """Everything an import will write, read and checked, and where each session came from."""
+
+    files: list[str] = field(default_factory=list)
+    formats: dict[str, str] = field(default_factory=dict)
+    sessions: list[PlannedSession] = field(default_factory=list)
+    owner: dict[str, str] = field(default_factory=dict)  # session id -> file
+
+
+def plan_files(
+    paths: Iterable[str | Path],
+    *,
+    format: str = "auto",
+    user_id: str | None = None,
+    org_id: str | None = None,
+) -> ImportPlan:
+    """Read and check every file (nothing is written): the first phase of an import."""
+    plan = ImportPlan()
+    for path in paths:
+        fmt, sessions = read_plan(path, format, user_id=user_id, org_id=org_id)
+        name = str(path)
+        plan.files.append(name)
+        plan.formats[name] = fmt
+        for s in sessions:
+            if s.id in plan.owner:
+                raise ImportFormatError(
+                    f"{name}: {s.where}: session {s.id!r} is also in {plan.owner[s.id]}; "
+                    "import the files one at a time; nothing was imported"
+                )
+            plan.owner[s.id] = name
+        plan.sessions.extend(sessions)
+    return plan
+
+
+def write_plan(store: Store, plan: ImportPlan, progress: Progress | None = None) -> ImportReport:
+    """Write what ``plan`` holds and the store lacks: the second phase of an import.
+
+    Branch parents are checked against the store first, so a refusal still writes nothing.
+    Sessions are written parents first, one session at a time (its record, then its messages
+    in as few frames as possible). Should the process die half way, importing again completes
+    the work: whatever is present is recognised by its id and skipped.
+    """
+    check_parents(plan, store)
+    report = ImportReport(files=list(plan.files), formats=dict(plan.formats))
+    total = len(plan.sessions)
+    if progress is not None:
+        progress(0, total)
+    for done, s in enumerate(_parents_first(plan.sessions), 1):
+        _write_session(store, s, report)
+        if progress is not None:
+            progress(done, total)
+    return report
+
+
 def import_files(
     store: Store,
     paths: Iterable[str | Path],
@@ -1247,35 +1310,13 @@ def import_files(
     progress: Progress | None = None,
 ) -> ImportReport:
     """Import every file into ``store``; all files are read and checked before any write."""
-    report = ImportReport()
-    planned: list[PlannedSession] = []
-    owner: dict[str, str] = {}
-    for path in paths:
-        fmt, sessions = read_plan(path, format, user_id=user_id, org_id=org_id)
-        name = str(path)
-        report.files.append(name)
-        report.formats[name] = fmt
-        for s in sessions:
-            if s.id in owner:
-                raise ImportFormatError(
-                    f"{name}: {s.where}: session {s.id!r} is also in {owner[s.id]}; "
-                    "import the files one at a time; nothing was imported"
-                )
-            owner[s.id] = name
-        planned.extend(sessions)
-    _check_parents(store, planned, owner)
-    total = len(planned)
-    if progress is not None:
-        progress(0, total)
-    for done, s in enumerate(_parents_first(planned), 1):
-        _write_session(store, s, report)
-        if progress is not None:
-            progress(done, total)
-    return report
+    plan = plan_files(paths, format=format, user_id=user_id, org_id=org_id)
+    return write_plan(store, plan, progress)
 
 
-def _check_parents(store: Store, planned: list[PlannedSession], owner: dict[str, str]) -> None:
-    """A branch must point at a message that exists, in the files or in the store."""
+def check_parents(plan: ImportPlan, store: Store | None) -> None:
+    """A branch must point at a message that exists, in the files or in the store (if any)."""
+    planned, owner = plan.sessions, plan.owner
     by_id = {s.id: s for s in planned}
     for s in planned:
         if s.parent is None:
@@ -1311,7 +1352,7 @@ def _ancestors(sid: str, by_id: Mapping[str, PlannedSession]) -> set[str]:
 
 
 def _message_reachable(
-    store: Store, sid: str, mid: str, by_id: Mapping[str, PlannedSession], depth: int = 0
+    store: Store | None, sid: str, mid: str, by_id: Mapping[str, PlannedSession], depth: int = 0
 ) -> bool | None:
     """Whether ``mid`` is in session ``sid`` (or what it inherits); None if no such session."""
     if depth > 1000:
@@ -1324,7 +1365,7 @@ def _message_reachable(
             return False
         up = _message_reachable(store, s.parent["session"], mid, by_id, depth + 1)
         return bool(up)
-    if sid in store:
+    if store is not None and sid in store:
         return any(m.id == mid for m in store.session(sid).messages())
     return None
 

@@ -21,6 +21,8 @@ from ..ids import format_us, to_us
 from ..records import Message
 from ..store import Store
 
+PIPED_WIDTH = 1000
+
 StoreOpt = Annotated[
     Path | None,
     typer.Option(
@@ -90,7 +92,11 @@ def out() -> Console:
 
     ``soft_wrap``: plain lines are not cut at the console width (tables still fit it).
     """
-    return Console(highlight=False, soft_wrap=True)
+    console = Console(highlight=False, soft_wrap=True)
+    if not console.is_terminal:
+        # Piped: tables take the width they need instead of being cut to 80 columns.
+        console.width = PIPED_WIDTH
+    return console
 
 
 def err() -> Console:
@@ -200,7 +206,12 @@ def read_text(text: str | None, what: str = "TEXT") -> str:
         raise typer.BadParameter(
             f"give {what} as an argument, or pipe it on stdin", param_hint=f"'{what}'"
         )
-    return sys.stdin.read()
+    body = sys.stdin.read()
+    if not body:
+        raise typer.BadParameter(
+            f"stdin was empty; give {what} as an argument", param_hint=f"'{what}'"
+        )
+    return body
 
 
 def read_json_value(text: str | None, what: str = "JSON") -> Any:

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from .. import exporters, importers
+from .. import exporters, importers, layout
 from ._common import (
     JsonOpt,
     OrgOpt,
@@ -22,6 +22,7 @@ from ._common import (
     out,
     print_json,
     progress,
+    store_path,
 )
 
 PANEL = "Import and export"
@@ -118,10 +119,12 @@ def import_(
     json: JsonOpt = False,
 ) -> None:
     """Import ChatGPT, Claude, OpenAI-style or convstore exports. Safe to run twice."""
+    # Read and check every file before the store is even opened: a refusal leaves no trace.
+    plan = importers.plan_files(files, format=format.value, user_id=user, org_id=org)
+    if not (store_path(ctx, store) / layout.MARKER).exists():
+        importers.check_parents(plan, None)  # no store yet: branches must find parents in the files
     with open_store(ctx, store, create=True) as s, progress("Importing") as update:
-        report = importers.import_files(
-            s, files, format=format.value, user_id=user, org_id=org, progress=update
-        )
+        report = importers.write_plan(s, plan, update)
     if json:
         print_json(report.to_dict())
         return

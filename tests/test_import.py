@@ -70,7 +70,7 @@ class TestChatGPT:
             if m.session_id == s.id
         ]
         assert sorted(owned) == sorted(
-            ["ctx", "u1", "a1", "a2", "a3", "t1", "a4", "u2", "a5"] + ["u3", "a6"]
+            ["ctx", "u1", "a1", "a2", "a3", "t1", "a4", "u2", "a5", "u3", "a6"]
         )
 
     def test_an_empty_hidden_system_node_is_dropped_and_a_hidden_one_with_text_kept(
@@ -107,6 +107,7 @@ class TestChatGPT:
         assert main["a3"].metadata["chatgpt"]["recipient"] == "python"
         assert main["t1"].role == "tool"
         assert main["t1"].metadata["chatgpt"]["name"] == "python"
+        assert isinstance(main["u2"].content, list)
         image, question = main["u2"].content
         assert image == {
             "type": "image",
@@ -182,8 +183,10 @@ class TestClaude:
     def test_odd_blocks_attachments_and_empty_messages_are_kept(self, store: Store) -> None:
         import_files(store, [CLAUDE])
         m = store.session("cla00000-0000-4000-8000-000000000001").messages()
-        assert m[3].content[1]["text"] == "[voice_note]"
-        assert m[3].content[1]["claude_block"] == {"type": "voice_note", "title": "odd block"}
+        odd = m[3].content[1]
+        assert isinstance(odd, dict)
+        assert odd["text"] == "[voice_note]"
+        assert odd["claude_block"] == {"type": "voice_note", "title": "odd block"}
         assert m[4].content == [{"type": "text", "text": "hello", "attachment": "notes.txt"}]
         assert m[5].content == ""
 
@@ -241,7 +244,7 @@ class TestConvstoreExport:
     def test_ids_states_edits_and_branches_are_kept(self, store: Store) -> None:
         import_files(store, [IMPORT / "convstore_small.json"])
         main = store.session("main")
-        first, second = main.messages()
+        _first, second = main.messages()
         assert second.id == "0600000000000000000000beef"
         assert second.edited_at is not None and second.edited_at.isoformat().startswith(
             "2026-01-06"

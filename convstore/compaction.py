@@ -75,6 +75,9 @@ LOCK_TIMEOUT = 120.0
 # Kinds a dropped session keeps whatever happens: they say the session existed and was deleted,
 # so that its id is never reused and other clones' unsynced records of it stay hidden.
 _DROP_KEEPS = frozenset(("session", "drop"))
+# What is left of a dropped session's `session` records: no title, user, metadata. `parent`
+# stays while a live branch inherits through the session, since its history depends on it.
+_BARE_FIELDS = ("id", "kind", "session", "created_at")
 
 
 # -- reports ---------------------------------------------------------------------------------
@@ -412,10 +415,16 @@ class PurgeStats:
     messages_purged: int = 0
     edits_folded: int = 0
     records_purged: int = 0
+    records_stripped: int = 0  # session records of a dropped session cut to their bare fields
 
     @property
     def changed(self) -> bool:
-        return bool(self.messages_purged or self.edits_folded or self.records_purged)
+        return bool(
+            self.messages_purged
+            or self.edits_folded
+            or self.records_purged
+            or self.records_stripped
+        )
 
 
 def _key(r: Record) -> Key:
@@ -551,12 +560,17 @@ def _checkpoint_deleted(r: Record, cp_deletes: list[tuple[Key, str, list[str] | 
 def _dropped_session(
     sealable: list[Record], keep_until: Key | None, stats: PurgeStats
 ) -> list[Record]:
-    """A dropped session keeps its session and drop records, and what live branches inherit."""
+    """A dropped session keeps its bare session and drop records, and what live branches
+    inherit. Nothing of the rest is visible: a dropped session cannot be opened."""
     out: list[Record] = []
+    keep = _BARE_FIELDS if keep_until is None else (*_BARE_FIELDS, "parent")
     for r in sealable:
         kind = r["kind"]
         if kind in _DROP_KEEPS:
-            out.append(r)
+            bare = {k: r[k] for k in keep if k in r}
+            if len(bare) != len(r):
+                stats.records_stripped += 1
+            out.append(bare)
         elif keep_until is not None and kind in ("edit", "delete"):
             out.append(r)  # purged below by the usual rules
         elif keep_until is not None and kind == "message" and _key(r) <= keep_until:

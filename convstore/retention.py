@@ -1,0 +1,124 @@
+"""Retention: delete what is older than a cutoff; compaction then removes the bytes.
+
+``prune`` writes records, it never rewrites files: a ``delete`` tombstone for every message
+created before the cutoff, and a ``drop`` for every session with no activity at all since the
+cutoff (its title, metadata, agent state and checkpoints go with it). Readers hide all of it at
+once, in every process and, after a sync, in every clone. The next compaction of each session
+(``store.compact()``, ``convstore prune --compact``, or the automatic one) removes the bytes
+from the folder; the query layer drops them from its catalog and index on its next refresh.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from .dates import When, parse_when
+from .errors import InvalidDate, InvalidInput
+from .ids import format_us, from_us, now_us, to_us, validate_session_id
+
+if TYPE_CHECKING:
+    from .store import Store
+
+__all__ = ["PruneReport", "prune"]
+
+# Tombstones per append: one frame, one fsync. Big enough that pruning a long session costs a
+# handful of appends, small enough that a frame stays far below the record size limit.
+_BATCH = 1000
+
+
+@dataclass
+class PruneReport:
+    """What ``prune`` deleted (or, with ``dry_run``, would delete)."""
+
+    cutoff: datetime
+    dry_run: bool
+    messages: int = 0
+    per_session: dict[str, int] = field(default_factory=dict)  # messages deleted per session
+    dropped: list[str] = field(default_factory=list)  # sessions deleted whole
+
+    @property
+    def sessions(self) -> list[str]:
+        """Every session that prune changed (messages deleted or dropped), sorted."""
+        return sorted(set(self.per_session) | set(self.dropped))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "cutoff": format_us(to_us(self.cutoff)),
+            "dry_run": self.dry_run,
+            "messages": self.messages,
+            "sessions": len(self.sessions),
+            "sessions_dropped": len(self.dropped),
+            "per_session": dict(sorted(self.per_session.items())),
+            "dropped": sorted(self.dropped),
+        }
+
+    def __str__(self) -> str:
+        verb = "would delete" if self.dry_run else "deleted"
+        text = (
+            f"{verb} {self.messages} messages older than {format_us(to_us(self.cutoff))} "
+            f"in {len(self.sessions)} sessions ({len(self.dropped)} sessions whole)"
+        )
+        if not self.dry_run and self.sessions:
+            text += "; run `convstore compact` to remove their bytes"
+        return text
+
+
+def prune(
+    store: Store,
+    older_than: When = "90d",
+    *,
+    user_id: str | None = None,
+    org_id: str | None = None,
+    dry_run: bool = False,
+) -> PruneReport:
+    """Delete messages created before ``older_than`` (a span back from now such as ``"90d"``,
+    or a date), in every session or those of ``user_id`` / ``org_id``.
+
+    A session whose last activity of any kind is before the cutoff is deleted whole. Messages a
+    branch inherits from its parent are its parent's: they go when the parent's go. With
+    ``dry_run`` nothing is written and the report says what would go.
+    """
+    if older_than is None:
+        raise InvalidInput("older_than is required: a span such as '90d' or a date")
+    cutoff = parse_when(older_than)
+    assert cutoff is not None
+    now = now_us()
+    if cutoff > now:
+        raise InvalidDate(
+            f"older_than={older_than!r} is in the future ({format_us(cutoff)}): every message "
+            "would go. Pass a span back from now (90d) or a past date"
+        )
+    report = PruneReport(from_us(cutoff), dry_run)
+    for sid in store.session_ids():
+        try:
+            view = store._live_view(validate_session_id(sid))
+        except InvalidInput:
+            continue
+        with store._view_lock(sid):
+            if not view.exists or view.dropped is not None:
+                continue
+            if user_id is not None and view.field("user_id") != user_id:
+                continue
+            if org_id is not None and view.field("org_id") != org_id:
+                continue
+            # order_keys is sorted by (created_at, id): everything before the cutoff is a prefix.
+            end = bisect.bisect_left(view.order_keys, (cutoff, ""))
+            targets = [m.id for m in view.order[:end]]
+            inactive = view.last_us < cutoff
+        if targets:
+            report.per_session[sid] = len(targets)
+            report.messages += len(targets)
+        if inactive:
+            report.dropped.append(sid)
+        if dry_run:
+            continue
+        for i in range(0, len(targets), _BATCH):
+            store._write(
+                sid, [store._record("delete", sid, target=t) for t in targets[i : i + _BATCH]]
+            )
+        if inactive:
+            store._write(sid, [store._record("drop", sid)])
+    return report

@@ -25,7 +25,7 @@ from convstore.frames import encode_frame, new_compressor
 from convstore.ids import format_us, new_id, now_us
 from convstore.records import encode_record
 
-from .conftest import run_python
+from .conftest import run_python, start_python
 
 FOREIGN_WRITER = "0badc0ffee00"  # another clone's writer id, as a git pull brings it in
 
@@ -507,3 +507,121 @@ class TestZeroFilledTail:
         store.check(repair=True)
         assert store.check().ok, str(store.check())
         assert [m.text for m in s.messages()] == ["synced"]
+
+
+# -- Finding 19: reads fail with FileNotFoundError while another process compacts --------------
+
+COMPACTING_WRITER = """
+import sys
+from convstore import Store
+with Store(sys.argv[1]) as st:
+    s = st.session("busy")
+    for i in range(450):
+        s.append("user", f"w{i}")
+        if i % 3 == 0:
+            st.compact("busy")
+"""
+
+
+class TestReadsDuringCompaction:
+    # Finding 19: SessionView._rebuild stats and _read_hot opens each listed file without
+    # handling its removal, and compaction in another process removes the inputs it sealed
+    # between our listdir and our stat/open. store.session()/len() then raise a raw
+    # FileNotFoundError (about 1 read in 300 here). FORMAT.md 5 promises that a file that
+    # disappeared triggers a re-read, not an error.
+    def test_a_reader_never_fails_while_another_process_compacts(self, store_path: Path) -> None:
+        with Store(store_path) as st:
+            s = st.create_session("busy")
+            s.extend([{"role": "user", "content": f"m{i}"} for i in range(50)])
+        proc = start_python(COMPACTING_WRITER, str(store_path))
+        failures: list[str] = []
+        reads = 0
+        try:
+            while proc.poll() is None:
+                with Store(store_path) as reader:  # a cold reader: lists and reads every file
+                    try:
+                        len(reader.session("busy"))
+                    except Exception as e:  # any escape is the finding
+                        failures.append(f"{type(e).__name__}: {e}")
+                reads += 1
+        finally:
+            assert proc.wait(timeout=120) == 0
+        assert reads > 100, "the writer finished before the reader could race it"
+        assert not failures, f"{len(failures)} of {reads} reads failed; first: {failures[0]}"
+
+
+# -- Finding 18: times are stamped before the lock, so a forward cursor misses messages ---------
+
+
+class TestForwardCursors:
+    # Finding 18: _message_record/_record take created_at and the id from now_us() before
+    # Store._write takes the session lock. A message stamped earlier can be written later than
+    # one stamped after it (another thread or process won the lock), so it lands *before* a
+    # cursor a reader already holds: messages(after=last_seen.id) never returns it. A consumer
+    # that pages forward (sync to a UI, an indexer, watch) loses it for good. The same
+    # inversion lets a cp_delete issued first delete a checkpoint put after it.
+    def test_paging_forward_from_the_last_seen_message_returns_every_later_write(
+        self, store: Store
+    ) -> None:
+        from convstore import ids
+
+        s = store.create_session("feed")
+        s.append("user", "first")
+        lock = store._locks.get("feed")
+        done = threading.Event()
+
+        def append_first() -> None:
+            s.append("user", "stamped first")
+            done.set()
+
+        with lock:  # another writer of this process holds the session lock
+            stamp = ids._last_us
+            t = threading.Thread(target=append_first)
+            t.start()
+            deadline = time.monotonic() + 10
+            while ids._last_us == stamp and time.monotonic() < deadline:
+                time.sleep(0.0005)  # wait until the thread has taken its timestamp
+            assert ids._last_us != stamp, "the appending thread did not start"
+            s.append("assistant", "stamped second, written first")
+            seen = s.messages()  # a reader pages up to here
+        t.join(30)
+        assert done.is_set()
+        later = s.messages(after=seen[-1].id)
+        assert [m.text for m in later] == ["stamped first"]
+
+
+# -- Finding 20: store.sessions() re-reads every session once there are more than 4096 ----------
+
+
+class TestListingCost:
+    # Finding 20: Store._views is an LRU of 4096 views, and sessions() walks every session in
+    # name order. With 4097 sessions or more each walk evicts exactly the views it is about
+    # to need: every call re-reads every file of the store (the "30 s listing" of the peers).
+    @pytest.mark.slow
+    def test_a_second_listing_reads_no_segment_again(self, store_path: Path) -> None:
+        if not Path("/proc/self/io").exists():
+            pytest.skip("needs /proc/self/io to count bytes read")
+        with Store(store_path, sync="close") as st:
+            for i in range(4200):
+                st.create_session(f"s{i:05d}", title="x" * 100)
+        with Store(store_path) as st:
+            st.sessions()
+            before = bytes_read_by_this_process()
+            st.sessions()
+            again = bytes_read_by_this_process() - before
+        assert again < 64 * 1024, f"a second listing read {again:,} bytes"
+
+
+# -- Finding 21: check() calls a compatible newer record kind an error --------------------------
+
+
+class TestForwardCompatibility:
+    # Finding 21: FORMAT.md 9 says new record kinds that old readers may ignore do not bump the
+    # version, and the view does ignore them; but check._record_problem reports any kind
+    # outside KINDS as an issue, so check().ok is False on a store a newer convstore wrote.
+    def test_check_accepts_a_record_kind_it_does_not_know(self, store: Store) -> None:
+        s = store.create_session("newer")
+        s.append("user", "hi")
+        foreign_segment(s.path, [raw_record("reaction", "newer", target="x", emoji="+1")])
+        assert [m.text for m in s.messages()] == ["hi"]
+        assert store.check().ok, str(store.check())

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from convstore import Store
-from tests.fixtures.cli import cli, ok, ok_json, refused
+from tests.fixtures.cli import ok, ok_json, refused
 
 INFO_KEYS = [
     "id",

@@ -30,7 +30,8 @@ class TestImport:
         result = ok(store_path, "import", str(IMPORT / "claude_blocks.json"))
         assert result.stdout.splitlines() == [
             f"{IMPORT / 'claude_blocks.json'}: claude",
-            "Added 3 session(s) and 10 message(s); 0 session(s) and 0 message(s) were already there",
+            "Added 3 session(s) and 10 message(s); "
+            "0 session(s) and 0 message(s) were already there",
         ]
         assert result.stderr == ""  # no progress bar when stderr is not a terminal
 

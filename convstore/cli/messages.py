@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from enum import Enum
 from typing import Annotated, Any
 
@@ -14,6 +14,7 @@ from rich.padding import Padding
 from rich.panel import Panel
 from rich.text import Text
 
+from ..errors import ConvstoreError
 from ..exporters import content_markdown, session_markdown
 from ..records import ROLES, Message
 from ..session import Session
@@ -42,6 +43,8 @@ ROLE_STYLE = {
 # How often --follow looks for new messages when the store cannot be watched. A look costs a
 # stat of the session folder and of its live segment, so polling this often stays cheap.
 FOLLOW_POLL_SECONDS = 0.1
+# With a watcher, a look this often anyway, in case a file event was lost.
+FOLLOW_SAFETY_SECONDS = 1.0
 
 
 class ShowFormat(str, Enum):
@@ -145,9 +148,14 @@ def show(
 
 
 def _follow(session: Session, shown: Sequence[Message], fmt: ShowFormat) -> None:
-    """Print ``shown``, then every message that arrives, until Ctrl-C (which exits 0)."""
+    """Print ``shown``, then every message that arrives, until Ctrl-C (which exits 0).
+
+    With ``convstore.watch`` available the wait is event driven (the watcher wakes us when the
+    session's files change; a look every FOLLOW_SAFETY_SECONDS covers a missed event). Without
+    it, the session is polled every FOLLOW_POLL_SECONDS.
+    """
     console = out()
-    emit: Any
+    emit: Callable[[Message], None]
     if fmt is ShowFormat.json:
         emit = lambda m: print_jsonl(message_dict(m))  # noqa: E731 - one line per message
     elif fmt is ShowFormat.markdown:
@@ -160,19 +168,34 @@ def _follow(session: Session, shown: Sequence[Message], fmt: ShowFormat) -> None
     seen = {m.id for m in shown}
     for m in shown:
         emit(m)
-    last = shown[-1].id if shown else None
+    console.file.flush()
+    changed = threading.Event()
+    watcher = _watch(session, changed)
+    pause = FOLLOW_SAFETY_SECONDS if watcher is not None else FOLLOW_POLL_SECONDS
     try:
         while True:
-            fresh = session.messages(after=last) if last is not None else session.messages()
-            for m in fresh:
+            changed.wait(pause)
+            changed.clear()
+            # Compared by id, not by a cursor: a message backfilled with an older time, or
+            # the deletion of the last one shown, must not hide what comes next.
+            for m in session.messages():
                 if m.id not in seen:
                     seen.add(m.id)
                     emit(m)
-            if fresh:
-                last = fresh[-1].id
-            time.sleep(FOLLOW_POLL_SECONDS)
+            console.file.flush()
     except KeyboardInterrupt:
         return
+    finally:
+        if watcher is not None:
+            watcher.stop()
+
+
+def _watch(session: Session, changed: threading.Event) -> Any:
+    """A running watcher that sets ``changed``, or None when the store cannot be watched."""
+    try:
+        return session.store.watch(lambda _event: changed.set(), sessions=[session.id])
+    except (ImportError, ConvstoreError, OSError):
+        return None
 
 
 def _write_flush(console: Console, text: str) -> None:

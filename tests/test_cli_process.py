@@ -1,0 +1,137 @@
+"""The installed ``convstore`` console script, run as a real process."""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.cli import IMPORT, console_script, run_script
+
+pytestmark = pytest.mark.skipif(
+    console_script() is None, reason="the convstore console script is not installed"
+)
+
+
+class TestExitCodes:
+    def test_version_and_help(self) -> None:
+        version = run_script("--version")
+        assert version.returncode == 0 and version.stdout.startswith("convstore ")
+        helped = run_script("--help")
+        assert helped.returncode == 0
+        for command in ("init", "add", "show", "search", "import", "demo", "state"):
+            assert command in helped.stdout
+
+    def test_a_refused_operation_exits_1_with_one_line_and_no_traceback(
+        self, tmp_path: Path
+    ) -> None:
+        run_script("--store", str(tmp_path / "s"), "init")
+        result = run_script("--store", str(tmp_path / "s"), "show", "nope")
+        assert result.returncode == 1
+        assert result.stdout == ""
+        assert result.stderr == (
+            f"error: no session 'nope' in {tmp_path / 's'}; list them with `convstore ls` "
+            "or store.sessions()\n"
+        )
+
+    def test_bad_usage_exits_2_with_one_line(self, tmp_path: Path) -> None:
+        result = run_script("--store", str(tmp_path), "ls", "--bogus")
+        assert result.returncode == 2
+        assert result.stderr.count("\n") == 1
+        assert result.stderr.startswith("usage error: No such option: --bogus")
+        assert "Traceback" not in result.stderr
+
+    def test_debug_shows_the_traceback_wherever_it_is_given(self, tmp_path: Path) -> None:
+        for args in (["--debug", "ls"], ["ls", "--debug"]):
+            result = run_script("--store", str(tmp_path / "missing"), *args)
+            assert result.returncode == 1
+            assert "Traceback (most recent call last)" in result.stderr
+            assert "StoreError: no convstore store at" in result.stderr
+
+    def test_a_malformed_import_exits_1_and_creates_nothing(self, tmp_path: Path) -> None:
+        bad = tmp_path / "bad.json"
+        bad.write_text('{"format": "convstore-export", "version": 1, "sessions": [}', "utf-8")
+        result = run_script("--store", str(tmp_path / "s"), "import", str(bad))
+        assert result.returncode == 1
+        assert result.stderr == (
+            f"error: {bad}: line 1 column 59: not valid JSON (unexpected character, expected a "
+            "JSON value); nothing was imported\n"
+        )
+        assert not (tmp_path / "s").exists()
+
+    def test_a_piped_import_shows_no_progress_bar(self, tmp_path: Path) -> None:
+        result = run_script(
+            "--store", str(tmp_path / "s"), "import", str(IMPORT / "chatgpt_branches.json")
+        )
+        assert result.returncode == 0
+        assert result.stderr == ""
+        assert "Added 5 session(s)" in result.stdout
+
+    def test_stdin_feeds_add(self, tmp_path: Path) -> None:
+        store = str(tmp_path / "s")
+        result = run_script("--store", store, "add", "--json", input="piped in\n")
+        assert result.returncode == 0, result.stderr
+        shown = run_script("--store", store, "ls", "--json")
+        assert '"messages": 1' in shown.stdout
+
+
+class TestCompletion:
+    def test_bash_completion_lists_commands(self) -> None:
+        script = console_script()
+        assert script is not None
+        env = {
+            **os.environ,
+            "_CONVSTORE_COMPLETE": "complete_bash",
+            "COMP_WORDS": "convstore sh",
+            "COMP_CWORD": "1",
+        }
+        result = subprocess.run([script], env=env, capture_output=True, text=True, check=False)
+        assert result.returncode == 0
+        assert result.stdout.split() == ["show"]
+
+    def test_show_completion_prints_a_script(self) -> None:
+        result = run_script("--show-completion", "bash")
+        assert result.returncode == 0
+        assert "_CONVSTORE_COMPLETE=complete_bash" in result.stdout
+
+
+def _lines(stream: object, into: queue.Queue[str]) -> None:
+    for line in stream:  # type: ignore[attr-defined]
+        into.put(line)
+
+
+def _wait_for(lines: queue.Queue[str], text: str, seen: list[str]) -> None:
+    while not any(text in line for line in seen):
+        seen.append(lines.get(timeout=60))
+
+
+def test_follow_prints_new_messages_and_exits_0_on_ctrl_c(tmp_path: Path) -> None:
+    store = str(tmp_path / "s")
+    assert run_script("--store", store, "new", "--id", "chat").returncode == 0
+    assert run_script("--store", store, "add", "-s", "chat", "first words").returncode == 0
+    script = console_script()
+    assert script is not None
+    proc = subprocess.Popen(
+        [script, "--store", store, "show", "chat", "--follow", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=_lines, args=(proc.stdout, lines), daemon=True).start()
+    seen: list[str] = []
+    try:
+        _wait_for(lines, "first words", seen)
+        assert run_script("--store", store, "add", "-s", "chat", "late words").returncode == 0
+        _wait_for(lines, "late words", seen)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    assert err == ""
+    assert len(seen) == 2 and all(line.startswith('{"id": ') for line in seen)

@@ -158,7 +158,9 @@ def main(argv: list[str] | None = None) -> int:
         for name, make in (("SqliteSaver", _sqlite), ("ConvstoreSaver", _convstore)):
             chat = _run(name, make, Path(tmp) / name / "chats", chats)
             tenth = max(1, args.long // 10)
-            early = _run(name, make, Path(tmp) / name / "early", {"long": long_thread["long"][:tenth]})
+            early = _run(
+                name, make, Path(tmp) / name / "early", {"long": long_thread["long"][:tenth]}
+            )
             full = _run(name, make, Path(tmp) / name / "long", long_thread)
             # The last tenth of the long thread: the whole thread minus all but its last tenth.
             most = _run(

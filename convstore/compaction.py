@@ -428,15 +428,15 @@ class PurgeStats:
 
 
 def _key(r: Record) -> Key:
+    """A record's place in time order: ``(created_at, id)``."""
     return (parse_us(r["created_at"]), r["id"])
 
 
-def _version(r: Record) -> Key:
-    """The version of a message record: its own key, or that of the edit folded into it."""
-    edited = r.get("edited_at")
-    if edited:
-        return (parse_us(edited), str(r.get("edit_id", r["id"])))
-    return _key(r)
+def _version(r: Record) -> str:
+    """Which version of its message a message record holds: "" for the original, else the id
+    of the edit folded into it. Versions compare as record ids do, which sort by the time the
+    record was written (view.py: newest wins by id, never by a caller-given created_at)."""
+    return str(r.get("edit_id", ""))
 
 
 def purge(
@@ -448,33 +448,35 @@ def purge(
     """The records to seal in place of ``sealable``, with replaced content removed.
 
     ``context`` holds the records of files this compaction will not touch (other writers' hot
-    segments, our current one); its tombstones justify removals but are never copied, since the
-    files that hold them stay. Invariant: the view of ``result + context + anything else`` is the
+    segments, our current one); they justify removals but are never copied, since the files
+    that hold them stay. Invariant: the view of ``result + context + anything else`` is the
     view of ``sealable + context + anything else``, for every set of other files, because every
     removal is justified by a record that is kept for good (a ``delete``, a newer version, a
-    ``cp_delete``, a ``drop``) and nothing is added that any reader could see differently.
+    ``cp_delete``, a ``drop``) and what is rewritten (a message with an edit folded in) reads
+    as the same version of the same message.
 
-    ``keep_messages_until`` matters only for a dropped session: the newest message key that a
-    live branch still inherits (None: none does).
+    ``keep_messages_until`` matters only for a dropped session: the order key of the newest
+    message that a live branch still inherits (None: none does).
     """
     stats = PurgeStats()
     deleted: set[str] = set()
-    cp_deletes: list[tuple[Key, str, list[str] | None]] = []
+    cp_deletes: list[tuple[str, str, list[str] | None]] = []  # (id, namespace, ids or all)
     dropped = False
     for r in _chain(sealable, context):
         kind = r.get("kind")
         if kind == "delete":
             deleted.add(r["target"])
         elif kind == "cp_delete":
-            cp_deletes.append((_key(r), r.get("namespace", ""), r.get("checkpoint_ids")))
+            cp_deletes.append((r["id"], r.get("namespace", ""), r.get("checkpoint_ids")))
         elif kind == "drop":
             dropped = True
+    context_edits = _newest_edits(r for r in context if r.get("kind") == "edit")
     if dropped:
         sealable = _dropped_session(sealable, keep_messages_until, stats)
 
-    messages: dict[str, tuple[Key, Record]] = {}
-    edits: dict[str, tuple[Key, Record]] = {}  # newest edit per target
-    blobs: dict[str, tuple[Key, Record]] = {}  # oldest record per blob hash
+    messages: dict[str, Record] = {}  # newest version per message
+    edits: list[Record] = []
+    blobs: dict[str, Record] = {}  # one record per blob hash
     purged_messages: set[str] = set()
     seen: set[str] = set()
     kept: list[Record] = []
@@ -486,56 +488,62 @@ def purge(
             if rid in deleted:
                 purged_messages.add(rid)
                 continue
-            version = _version(r)
             old = messages.get(rid)
             if old is not None:
                 stats.records_purged += 1
-            if old is None or old[0] < version:
-                messages[rid] = (version, r)
-            continue
-        if kind == "blob":
-            # Blobs are named by their content: one record per hash is enough.
-            key = _key(r)
+            if old is None or _version(old) < _version(r):
+                messages[rid] = r
+        elif kind == "blob":
+            # Blobs are named by their content: any one record of a hash serves every reader.
             old_blob = blobs.get(r["hash"])
             if old_blob is not None:
                 stats.records_purged += 1
-            if old_blob is None or key < old_blob[0]:
-                blobs[r["hash"]] = (key, r)
-            continue
-        if rid in seen:
+            if old_blob is None or rid < old_blob["id"]:
+                blobs[r["hash"]] = r
+        elif rid in seen:
             stats.records_purged += 1
-            continue
-        seen.add(rid)
-        if kind == "edit":
-            target = r["target"]
-            if target in deleted:
+        elif kind == "edit":
+            seen.add(rid)
+            if r["target"] in deleted:
                 stats.records_purged += 1
-                continue
-            key = _key(r)
-            old_edit = edits.get(target)
-            if old_edit is not None:
-                stats.edits_folded += 1  # an older edit: its content was never visible again
-            if old_edit is None or old_edit[0] < key:
-                edits[target] = (key, r)
-            continue
-        if kind == "checkpoint" and _checkpoint_deleted(r, cp_deletes):
+            else:
+                edits.append(r)
+        elif kind == "checkpoint" and _checkpoint_deleted(r, cp_deletes):
+            seen.add(rid)
             stats.records_purged += 1
-            continue
-        kept.append(r)
+        else:
+            seen.add(rid)
+            kept.append(r)
 
-    for target, (key, edit) in edits.items():
-        found = messages.get(target)
-        if found is None:
-            kept.append(edit)  # its message lives in a file we do not seal: keep the edit
-            continue
-        version, msg = found
-        stats.edits_folded += 1
-        if key > version:
-            messages[target] = (key, _fold(msg, edit))
+    own_edits = _newest_edits(edits)
+    stats.edits_folded += len(edits) - len(own_edits)  # older edits: never visible again
+    for target, edit in own_edits.items():
+        newer = context_edits.get(target)
+        if target in messages or (newer is not None and newer["id"] > edit["id"]):
+            stats.edits_folded += 1  # folded below, or superseded by an edit that stays
+        else:
+            kept.append(edit)  # its message lives in a file we do not seal
+    # Fold the newest edit, wherever it is, into each message we seal: an edit in another
+    # writer's segment stays there too, but the content it replaced leaves our file now.
+    for mid, msg in messages.items():
+        candidates = [e for e in (own_edits.get(mid), context_edits.get(mid)) if e is not None]
+        best = max(candidates, key=lambda e: str(e["id"]), default=None)
+        if best is not None and best["id"] > _version(msg):
+            msg = _fold(msg, best)
+        kept.append(msg)
     stats.messages_purged += len(purged_messages)
-    kept.extend(msg for _, msg in messages.values())
-    kept.extend(blob for _, blob in blobs.values())
+    kept.extend(blobs.values())
     return kept, stats
+
+
+def _newest_edits(edits: Iterable[Record]) -> dict[str, Record]:
+    """The newest edit (by id) of each target."""
+    newest: dict[str, Record] = {}
+    for e in edits:
+        old = newest.get(e["target"])
+        if old is None or old["id"] < e["id"]:
+            newest[e["target"]] = e
+    return newest
 
 
 def _fold(message: Record, edit: Record) -> Record:
@@ -547,13 +555,12 @@ def _fold(message: Record, edit: Record) -> Record:
     return folded
 
 
-def _checkpoint_deleted(r: Record, cp_deletes: list[tuple[Key, str, list[str] | None]]) -> bool:
-    key = _key(r)
+def _checkpoint_deleted(r: Record, cp_deletes: list[tuple[str, str, list[str] | None]]) -> bool:
     ns = r.get("namespace", "")
     cp_id = r.get("checkpoint_id")
     return any(
-        d_key > key and d_ns == ns and (ids is None or cp_id in ids)
-        for d_key, d_ns, ids in cp_deletes
+        d_id > r["id"] and d_ns == ns and (ids is None or cp_id in ids)
+        for d_id, d_ns, ids in cp_deletes
     )
 
 

@@ -1,0 +1,279 @@
+"""Two clones of a store in git: apart they append, compact, delete and edit; they merge cleanly.
+
+Real git throughout: a bare repository and two clones in temporary folders, merged with
+``git pull --no-rebase`` (a merge commit), both by plain git and by ``convstore sync``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from convstore import Store, frames, layout
+from convstore.gitsync import SyncError, sync
+
+from .test_compaction import folder_text
+
+pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+
+
+@pytest.fixture(autouse=True)
+def isolated_git(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No user or system git configuration leaks in (pull.rebase, hooks, signing...)."""
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(tmp_path / "gitconfig"))
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    (tmp_path / "gitconfig").write_text("[init]\n\tdefaultBranch = main\n")
+
+
+def git(cwd: Path, *args: str) -> str:
+    done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, f"git {' '.join(args)}: {done.stderr}"
+    return done.stdout
+
+
+@dataclass
+class Clone:
+    name: str
+    path: Path
+    store: Store
+
+    def messages(self, sid: str) -> list[str]:
+        return [m.text for m in self.store.session(sid).messages()]
+
+
+def make_clone(tmp_path: Path, bare: Path, name: str) -> Clone:
+    path = tmp_path / name
+    git(tmp_path, "clone", "--quiet", str(bare), name)
+    git(path, "config", "user.name", f"clone {name}")
+    git(path, "config", "user.email", f"{name}@example.invalid")
+    return Clone(name, path, Store(path))
+
+
+@pytest.fixture
+def remote(tmp_path: Path) -> Path:
+    git(tmp_path, "init", "--quiet", "--bare", "remote.git")
+    return tmp_path / "remote.git"
+
+
+@pytest.fixture
+def pair(tmp_path: Path, remote: Path) -> Iterator[tuple[Clone, Clone]]:
+    """Clone A starts the store and pushes it; clone B clones it. Each has its own writer id."""
+    a = make_clone(tmp_path, remote, "a")
+    shared = a.store.create_session("shared", title="shared")
+    for i in range(3):
+        shared.append("user", f"base-{i}")
+    a.store.create_session("doomed").append("user", "doomed-base")
+    a.store.close()
+    git(a.path, "add", "--all")
+    git(a.path, "commit", "--quiet", "-m", "a store")
+    git(a.path, "push", "--quiet", "origin", "HEAD:main")
+    b = make_clone(tmp_path, remote, "b")
+    assert a.store.writer_id != b.store.writer_id
+    yield a, b
+    a.store.close()
+    b.store.close()
+
+
+def git_sync(clone: Clone) -> None:
+    """What a user does by hand: commit everything, merge (no rebase), push."""
+    git(clone.path, "add", "--all")
+    if git(clone.path, "status", "--porcelain"):
+        git(clone.path, "commit", "--quiet", "-m", f"from {clone.name}")
+    git(clone.path, "pull", "--quiet", "--no-rebase", "--no-edit", "origin", "main")
+    git(clone.path, "push", "--quiet", "origin", "HEAD:main")
+
+
+def convstore_sync(clone: Clone) -> None:
+    sync(clone.store)
+
+
+def work_apart(a: Clone, b: Clone) -> dict[str, str]:
+    """Both clones write while apart; returns ids of the messages the scenario changes."""
+    base = {m.text: m.id for m in a.store.session("shared").messages()}
+    # A: appends, compaction (which seals A's segment that B already has), a new session,
+    # then deletes a session that B is writing to.
+    shared_a = a.store.session("shared")
+    shared_a.append("user", "from-a-1")
+    shared_a.append("assistant", "from-a-2")
+    a.store.create_session("a-only").append("user", "a-only-msg")
+    a.store.compact()
+    a.store.delete_session("doomed")
+    a.store.compact("doomed")
+    # B: appends to the same session and to the session A deletes, compacts, then edits a
+    # message that now sits in A's sealed file on the other side.
+    shared_b = b.store.session("shared")
+    shared_b.append("user", "from-b-1")
+    b.store.create_session("b-only").append("user", "b-only-msg")
+    b.store.session("doomed").append("user", "doomed-from-b")
+    b.store.compact()
+    shared_b.edit(base["base-1"], "base-1 edited by b")
+    shared_b.append("assistant", "from-b-2")
+    return base
+
+
+EXPECTED_SHARED = [
+    "base-0",
+    "base-1 edited by b",
+    "base-2",
+    "from-a-1",
+    "from-a-2",
+    "from-b-1",
+    "from-b-2",
+]
+
+
+def assert_converged(a: Clone, b: Clone) -> None:
+    for clone in (a, b):
+        shared = clone.store.session("shared")
+        texts = [m.text for m in shared.messages()]
+        ids = [m.id for m in shared.messages()]
+        assert sorted(texts) == sorted(EXPECTED_SHARED), clone.name
+        assert len(ids) == len(set(ids)) == len(EXPECTED_SHARED)
+        assert clone.messages("a-only") == ["a-only-msg"]
+        assert clone.messages("b-only") == ["b-only-msg"]
+        assert "doomed" not in clone.store
+        assert clone.store.check().ok, str(clone.store.check())
+        assert not git(clone.path, "ls-files", "--unmerged")
+    assert [m.id for m in a.store.session("shared").messages()] == [
+        m.id for m in b.store.session("shared").messages()
+    ]
+    if importlib.util.find_spec("convstore.query") is not None:
+        for clone in (a, b):
+            clone.store.refresh()
+        assert a.store.stats() == b.store.stats()
+        for word in ("from-a-1", "edited", "doomed-from-b", "base-1"):
+            hits_a = [h.message_id for h in a.store.search(word)]
+            hits_b = [h.message_id for h in b.store.search(word)]
+            assert hits_a == hits_b, word
+
+
+@pytest.mark.parametrize("first", ["a", "b"])
+@pytest.mark.parametrize("syncer", [git_sync, convstore_sync], ids=["plain-git", "convstore-sync"])
+class TestTwoClones:
+    def test_work_done_apart_merges_with_no_conflict_and_nothing_lost(
+        self, pair: tuple[Clone, Clone], first: str, syncer: object
+    ) -> None:
+        a, b = pair
+        assert callable(syncer)
+        one, two = (a, b) if first == "a" else (b, a)
+        # A's first segment of "shared": B has it from the clone; A seals and deletes it below.
+        (a_segment,) = (b.path / "sessions" / "shared").glob(f"hot.{a.store.writer_id}.*")
+        work_apart(a, b)
+        syncer(one)
+        syncer(two)  # merges one's work: a merge commit
+        syncer(one)
+        merges = git(two.path, "rev-list", "--merges", "HEAD").split()
+        assert merges, "the second clone's pull made no merge commit"
+        assert not a_segment.exists()  # the deletion travelled; its records live on, sealed
+        assert_converged(a, b)
+
+        # Compact again on both sides, after the merge: each seals what it owns (B now knows
+        # "doomed" was deleted and purges its own segment of it) and merges sealed files.
+        for clone in (two, one):
+            clone.store.compact()
+            syncer(clone)
+        syncer(two)
+        assert_converged(a, b)
+        for clone in (a, b):
+            doomed = clone.path / "sessions" / "doomed"
+            assert "doomed-from-b" not in folder_text(doomed)
+            assert "doomed-base" not in folder_text(doomed)
+            shared = clone.path / "sessions" / "shared"
+            # The content replaced by the edit is gone from the files of both clones.
+            assert "base-1\n" not in folder_text(shared).replace("base-1 edited", "")
+            assert len(list(shared.glob("sealed.*"))) <= 2
+        # Sealed files converge to one per session once a clone compacts what it has pulled.
+        two.store.compact()
+        syncer(two)
+        syncer(one)
+        for clone in (a, b):
+            assert len(list((clone.path / "sessions" / "shared").glob("sealed.*"))) == 1
+        assert_converged(a, b)
+
+
+class TestConvstoreSync:
+    def test_a_folder_outside_git_is_refused_with_what_to_do(self, store: Store) -> None:
+        with pytest.raises(SyncError, match="not in a git repository; to sync it, run `git init`"):
+            sync(store)
+
+    def test_unresolved_conflicts_are_refused(self, pair: tuple[Clone, Clone]) -> None:
+        a, b = pair
+        for clone, text in ((a, "from a"), (b, "from b")):
+            (clone.path / "notes.txt").write_text(text)
+            git(clone.path, "add", "notes.txt")
+            git(clone.path, "commit", "--quiet", "-m", "notes")
+        git(a.path, "push", "--quiet", "origin", "HEAD:main")
+        done = subprocess.run(
+            ["git", "pull", "--no-rebase", "--no-edit", "origin", "main"],
+            cwd=b.path,
+            capture_output=True,
+            check=False,
+        )
+        assert done.returncode != 0  # a conflict in a file that is not the store's
+        with pytest.raises(SyncError, match=r"unresolved conflicts in notes\.txt"):
+            sync(b.store)
+
+    def test_other_staged_changes_are_refused(self, tmp_path: Path) -> None:
+        repo = tmp_path / "repo"
+        repo.mkdir()
+        git(repo, "init", "--quiet")
+        (repo / "readme.txt").write_text("hello")
+        git(repo, "add", "readme.txt")
+        with Store(repo / "store") as st, pytest.raises(SyncError, match=r"readme\.txt"):
+            sync(st)
+
+    def test_without_a_remote_it_commits_only(self, tmp_path: Path) -> None:
+        repo = tmp_path / "repo"
+        repo.mkdir()
+        git(repo, "init", "--quiet")
+        git(repo, "config", "user.name", "me")
+        git(repo, "config", "user.email", "me@example.invalid")
+        with Store(repo / "store") as st:
+            st.create_session("s").append("user", "hi")
+            report = sync(st)
+            assert report.committed and report.remote is None and not report.pushed
+            assert report.store == "store"
+            assert "no git remote" in str(report)
+            tracked = git(repo, "ls-files").split()
+            assert "store/convstore.json" in tracked
+            assert not any(".cache" in p for p in tracked)
+            assert sync(st).committed is None
+
+    def test_an_append_in_flight_is_never_committed_torn(self, pair: tuple[Clone, Clone]) -> None:
+        a, _ = pair
+        a.store.session("shared").append("user", "whole")
+        a.store.flush()
+        segment = max((a.path / "sessions" / "shared").glob(f"hot.{a.store.writer_id}.*"))
+        whole = segment.read_bytes()
+        frame = frames.encode_frame(b'{"half": "written"}\n', frames.new_compressor())
+        with open(segment, "ab") as fh:  # what an append half-way through its write looks like
+            fh.write(frame[: len(frame) // 2])
+        assert frames.scan(segment.read_bytes()).torn is not None
+        sync(a.store)
+        committed = subprocess.run(
+            ["git", "show", f"HEAD:{segment.relative_to(a.path)}"],
+            cwd=a.path,
+            capture_output=True,
+            check=True,
+        ).stdout
+        assert committed == whole
+        assert frames.scan(committed).torn is None
+        assert layout.HOT_RE.fullmatch(segment.name)
+
+    def test_a_first_sync_sets_the_upstream_and_a_second_finds_nothing(
+        self, pair: tuple[Clone, Clone]
+    ) -> None:
+        _, b = pair
+        b.store.session("shared").append("user", "hello")
+        first = sync(b.store)
+        assert first.committed and first.pushed and first.remote == "origin/main"
+        second = sync(b.store)
+        assert second.committed is None and second.pushed
+        assert os.path.exists(b.path / ".gitignore")

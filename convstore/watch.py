@@ -52,6 +52,8 @@ log = logging.getLogger("convstore.watch")
 DEFAULT_DEBOUNCE = 0.05
 """Seconds to gather file events before re-reading: one append or one pull is one event."""
 
+_FIELDS = ("title", "user_id", "org_id", "agent_id", "metadata", "parent")
+
 # Times a session is read again when a file vanishes under the read, before giving up on it.
 _RETRIES = 5
 
@@ -325,11 +327,12 @@ class Watcher:
                 view.listed_mtime_ns = -1
             view.refresh()
             current = {m.id: m for m in view.order}
+            # What a reader sees besides messages; built from content, not from records, so
+            # that a compaction (which rewrites records) does not look like a change.
             fingerprint = (
-                tuple(sorted((k, v[0]) for k, v in view.meta.items())),
+                tuple(repr(view.field(name)) for name in _FIELDS),
                 len(view.states),
-                len(view.checkpoints),
-                len(view.cp_deletes),
+                len(view.live_checkpoints(None)),
                 len(view.writes),
             )
             seen = _Seen(

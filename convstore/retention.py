@@ -56,14 +56,18 @@ class PruneReport:
         }
 
     def __str__(self) -> str:
-        verb = "would delete" if self.dry_run else "deleted"
-        text = (
-            f"{verb} {self.messages} messages older than {format_us(to_us(self.cutoff))} "
-            f"in {len(self.sessions)} sessions ({len(self.dropped)} sessions whole)"
-        )
+        text = self.summary()
         if not self.dry_run and self.sessions:
             text += "; run `convstore compact` to remove their bytes"
         return text
+
+    def summary(self) -> str:
+        """One line: what was (or would be) deleted."""
+        verb = "would delete" if self.dry_run else "deleted"
+        return (
+            f"{verb} {self.messages} messages older than {format_us(to_us(self.cutoff))} "
+            f"in {len(self.sessions)} sessions ({len(self.dropped)} sessions whole)"
+        )
 
 
 def prune(

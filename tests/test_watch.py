@@ -253,10 +253,10 @@ class TestWatchCommand:
             stdout=-1,
             stderr=-1,
         )
-        assert proc.stdout is not None
+        assert proc.stdout is not None and proc.stderr is not None
         try:
-            ready = proc.stdout.readline()  # the command says when it watches
-            assert "watching" in ready, ready
+            ready = proc.stderr.readline()  # the command says when it watches, on stderr
+            assert "watching every session" in ready, ready
             append_elsewhere(store_path, "s", "seen by the command")
             line = proc.stdout.readline()
             assert '"seen by the command"' in line

@@ -392,8 +392,9 @@ def _message(
         if meta:
             record["metadata"] = meta
         if edited_us is not None:
-            # The form a sealed message takes once an edit is folded in: view.py reads
-            # edited_at as the version of the content, so the edit time survives the trip.
+            # The form a sealed message takes once an edit is folded in (view.py): the id of
+            # the edit is the content's version, so later edits, whose ids are newer, win.
+            record["edit_id"] = derive_id(f"edit:{sid}:{mid}", edited_us)
             record["edited_at"] = format_us(edited_us)
         encode_record(record)
     except InvalidInput as e:
@@ -497,6 +498,7 @@ def _tree_sessions(
     main_path.reverse()
 
     owner: dict[str, str] = {}  # message id -> id of the session that holds it
+    times: dict[str, str] = {}  # message id -> its created_at
     nearest: dict[str, str | None] = {}  # node id -> id of the nearest message at or above it
     sessions: list[PlannedSession] = []
 
@@ -509,6 +511,7 @@ def _tree_sessions(
             if msg is not None:
                 session.messages.append(msg)
                 owner[msg.id] = session.id
+                times[msg.id] = msg.record["created_at"]
                 nearest[nid] = msg.id
             else:
                 nearest[nid] = above
@@ -529,7 +532,11 @@ def _tree_sessions(
             path = _follow(nodes, start, seen)
             fork = nodes[start].parent
             above = nearest.get(fork) if fork is not None else None
-            parent = None if above is None else {"session": owner[above], "message": above}
+            parent = None
+            if above is not None:
+                # As store.branch records it: the branch point's time too, so the branch keeps
+                # its history should the parent later lose that message.
+                parent = {"session": owner[above], "message": above, "created_at": times[above]}
             branch = PlannedSession(
                 f"{base.id}.{_slug(start)}",
                 nodes[start].where,
@@ -1178,7 +1185,11 @@ def _convstore_session(raw: Any, where: str) -> PlannedSession:
         parent = _obj(parent, pwhere)
         if not isinstance(parent.get("session"), str) or not isinstance(parent.get("message"), str):
             raise _Refusal(pwhere, 'expected {"session": id, "message": id} or null')
-        parent = {"session": parent["session"], "message": parent["message"]}
+        kept = {"session": parent["session"], "message": parent["message"]}
+        point = _time(parent.get("created_at"), _child(pwhere, "created_at"))
+        if point is not None:
+            kept["created_at"] = format_us(point)
+        parent = kept
     session = _session(
         sid,
         where,

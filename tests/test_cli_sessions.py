@@ -104,7 +104,9 @@ class TestLs:
         assert lines[3].split()[1:] == ["Alpha", "alice", "acme", "2", "2026-01-01", "10:00"]
 
     def test_ls_filters(self, filled: Path) -> None:
-        ids = lambda *args: [i["id"] for i in ok_json(filled, "ls", *args)]  # noqa: E731
+        def ids(*args: str) -> list[str]:
+            return [i["id"] for i in ok_json(filled, "ls", *args)]
+
         assert ids("--user", "alice") == ["c", "a"]
         assert ids("--org", "acme") == ["b", "a"]
         assert ids("--since", "2026-02-01") == ["c", "b"]
@@ -180,7 +182,8 @@ class TestBranchAndMerge:
         first = ok_json(filled, "show", "a")["messages"][0]["id"]
         bid = ok(filled, "branch", "a", "--at", first).stdout.strip()
         shown = ok_json(filled, "show", bid)
-        assert shown["session"]["parent"] == {"session": "a", "message": first}
+        parent = shown["session"]["parent"]
+        assert (parent["session"], parent["message"]) == ("a", first)
         assert [m["text"] for m in shown["messages"]] == ["one"]
         assert shown["messages"][0]["session_id"] == "a"
         ok(filled, "add", "-s", bid, "branch reply")

@@ -134,7 +134,9 @@ class TestExport:
         }
 
     def test_export_filters(self, filled: Path) -> None:
-        ids = lambda *a: [s["id"] for s in json.loads(ok(filled, "export", *a).stdout)["sessions"]]  # noqa: E731
+        def ids(*args: str) -> list[str]:
+            return [s["id"] for s in json.loads(ok(filled, "export", *args).stdout)["sessions"]]
+
         assert ids("--org", "acme") == ["main", "main.alt"]
         assert ids("--since", "2026-02-01") == [
             "cla00000-0000-4000-8000-000000000001",

@@ -43,7 +43,10 @@ ALL = commands()
 
 def test_the_cli_has_the_commands_the_issue_names() -> None:
     names = {n.split()[0] for n, _ in ALL}
-    wanted = "init new add show ls search sql stats export import rm edit branch merge state check reindex demo"
+    wanted = (
+        "init new add show ls search sql stats export import rm edit branch merge state check "
+        "reindex demo"
+    )
     assert set(wanted.split()) <= names
 
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import frames, layout
 from .errors import ConvstoreError, CorruptData, InvalidInput
-from .ids import parse_us, validate_session_id
-from .records import KINDS, check_content, check_role
+from .ids import validate_session_id
+from .records import record_problem
 from .sealed import read_sealed
 
 if TYPE_CHECKING:
@@ -99,50 +100,51 @@ def _check_session(store: Store, sid: str, report: CheckReport, repair: bool) ->
     blobs: set[str] = set()
     refs: list[tuple[object, str]] = []  # (blob hash, where)
     has_session_record = False
-    with store._locks.get(sid):  # so an append in flight is not mistaken for a torn tail
-        for name in sorted(os.listdir(folder)):
-            path = folder / name
-            if layout.HOT_RE.fullmatch(name):
-                report.files += 1
-                records = _check_hot(path, report, repair)
-            elif layout.SEALED_RE.fullmatch(name):
-                report.files += 1
-                try:
-                    records = read_sealed(path, verify=True)
-                except CorruptData as e:
-                    report.issues.append(Issue(str(path), str(e)))
-                    continue
-            elif name.startswith(".") and name.endswith(".tmp"):
-                # A compaction that died before its rename leaves these; nothing refers to them.
-                if repair:
-                    path.unlink(missing_ok=True)
-                report.issues.append(Issue(str(path), "leftover temporary file", None, repair))
+    for name in sorted(os.listdir(folder)):
+        path = folder / name
+        hot = layout.HOT_RE.fullmatch(name)
+        if hot:
+            report.files += 1
+            own = hot.group(1) == store.writer_id
+            records = _check_hot(store, sid, path, report, repair and own)
+        elif layout.SEALED_RE.fullmatch(name):
+            report.files += 1
+            try:
+                records = read_sealed(path, verify=True)
+            except CorruptData as e:
+                report.issues.append(Issue(str(path), str(e)))
                 continue
-            else:
-                report.issues.append(Issue(str(path), "unknown file in a session folder"))
+        elif name.startswith(".") and name.endswith(".tmp"):
+            # A compaction that died before its rename leaves these; nothing refers to them.
+            if repair:
+                path.unlink(missing_ok=True)
+            report.issues.append(Issue(str(path), "leftover temporary file", None, repair))
+            continue
+        else:
+            report.issues.append(Issue(str(path), "unknown file in a session folder"))
+            continue
+        for r in records:
+            report.records += 1
+            problem = record_problem(r, sid)
+            if problem:
+                report.issues.append(Issue(str(path), f"record {r.get('id')!r}: {problem}"))
                 continue
-            for r in records:
-                report.records += 1
-                problem = _record_problem(r, sid)
-                if problem:
-                    report.issues.append(Issue(str(path), f"record {r.get('id')!r}: {problem}"))
-                    continue
-                kind = r["kind"]
-                other = seen.setdefault(r["id"], kind)
-                if other != kind:
-                    report.issues.append(
-                        Issue(str(path), f"id {r['id']} is used by a {other} and a {kind}")
-                    )
-                has_session_record |= kind == "session"
-                if kind == "blob":
-                    blobs.add(r["hash"])
-                elif kind in ("state", "checkpoint"):
-                    hashes = list(r["parts"].values()) if "parts" in r else [r.get("value")]
-                    refs.extend((h, f"{kind} {r['id']}") for h in hashes)
-                elif kind == "cp_writes":
-                    for _, ref in r.get("writes", []):
-                        hashes = list(ref["parts"].values()) if isinstance(ref, dict) else [ref]
-                        refs.extend((h, f"writes {r['id']}") for h in hashes)
+            kind = r["kind"]
+            other = seen.setdefault(r["id"], kind)
+            if other != kind:
+                report.issues.append(
+                    Issue(str(path), f"id {r['id']} is used by a {other} and a {kind}")
+                )
+            has_session_record |= kind == "session"
+            if kind == "blob":
+                blobs.add(r["hash"])
+            elif kind in ("state", "checkpoint"):
+                hashes = list(r["parts"].values()) if "parts" in r else [r.get("value")]
+                refs.extend((h, f"{kind} {r['id']}") for h in hashes)
+            elif kind == "cp_writes":
+                for _, ref in r.get("writes", []):
+                    hashes = list(ref["parts"].values()) if isinstance(ref, dict) else [ref]
+                    refs.extend((h, f"writes {r['id']}") for h in hashes)
     for h, where in refs:
         if h not in blobs:
             report.issues.append(Issue(str(folder), f"{where} refers to missing blob {h}"))
@@ -150,52 +152,35 @@ def _check_session(store: Store, sid: str, report: CheckReport, repair: bool) ->
         report.issues.append(Issue(str(folder), "no session record: the session was never created"))
 
 
-def _check_hot(path: Any, report: CheckReport, repair: bool) -> list[dict[str, Any]]:
-    data = path.read_bytes()
-    result = frames.scan(data)
+def _check_hot(
+    store: Store, sid: str, path: Path, report: CheckReport, repair: bool
+) -> list[dict[str, Any]]:
+    result = frames.scan(path.read_bytes())
+    if result.torn is not None:
+        # An incomplete frame at the end may be an append in flight: look again holding the
+        # session lock, when no writer of this machine can be mid-append.
+        with store._locks.get(sid):
+            result = frames.scan(path.read_bytes())
+            torn = result.torn
+            if torn is not None and repair:
+                # These bytes belong to a writer that died mid-write and were never
+                # acknowledged. Only this clone's own files are repaired: another clone's
+                # segment is its owner's to fix (invariant 3).
+                with open(path, "r+b") as fh:
+                    fh.truncate(torn.offset)
+                    os.fsync(fh.fileno())
     records: list[dict[str, Any]] = []
     for dmg in result.damage:
-        fixed = False
-        if dmg.torn and repair:
-            # We hold the session lock: no append is in flight, so these bytes belong to a
-            # writer that died mid-write and were never acknowledged.
-            with open(path, "r+b") as fh:
-                fh.truncate(dmg.offset)
-                os.fsync(fh.fileno())
-            fixed = True
-        what = "torn tail (an append cut short)" if dmg.torn else f"damaged frame: {dmg.reason}"
-        report.issues.append(
-            Issue(str(path), f"{what}, {dmg.end - dmg.offset} bytes", dmg.offset, fixed)
-        )
+        if dmg.torn:
+            what = f"torn tail ({dmg.reason}: an append cut short)"
+        else:
+            what = f"damaged frame: {dmg.reason}"
+        fixed = dmg.torn and repair
+        size = dmg.end - dmg.offset
+        report.issues.append(Issue(str(path), f"{what}, {size} bytes", dmg.offset, fixed))
     for start, _, payload in result.frames:
         try:
             records.extend(frames.decode_records(payload))
         except ValueError as e:
             report.issues.append(Issue(str(path), f"frame does not hold JSON lines: {e}", start))
     return records
-
-
-def _record_problem(r: Any, sid: str) -> str | None:
-    if not isinstance(r, dict):
-        return "not a JSON object"
-    for key in ("id", "kind", "session", "created_at"):
-        if not isinstance(r.get(key), str):
-            return f"missing {key}"
-    if r["kind"] not in KINDS:
-        return f"unknown kind {r['kind']!r}"
-    if r["session"] != sid:
-        return f"belongs to session {r['session']!r}, found in {sid!r}"
-    try:
-        parse_us(r["created_at"])
-        if r["kind"] == "message":
-            check_role(r.get("role"))
-            check_content(r.get("content"))
-        elif r["kind"] in ("edit", "delete") and not isinstance(r.get("target"), str):
-            return "no target"
-        elif r["kind"] == "edit":
-            check_content(r.get("content"))
-        elif r["kind"] == "blob" and not isinstance(r.get("hash"), str):
-            return "blob without hash"
-    except InvalidInput as e:
-        return str(e)
-    return None

@@ -2,16 +2,19 @@
 
 Each append writes two zstd frames back to back::
 
-    skippable frame (16 bytes)           data frame (frame_len bytes)
-    +-----------+------+-----------+-------+------------------------------------+
-    | 5C2A4D18  | 8    | frame_len | crc32 | zstd frame: JSONL records, content |
-    | magic LE  | size | u32 LE    | u32 LE| size and XXH64 content checksum    |
-    +-----------+------+-----------+-------+------------------------------------+
+    skippable frame (20 bytes)                          data frame (frame_len bytes)
+    +----------+---------+-----------+-----------+-----------+--------------------------+
+    | 5C2A4D18 | 12      | frame_len | frame_crc | head_crc  | zstd frame: JSONL records|
+    | magic LE | size LE | u32 LE    | u32 LE    | u32 LE    | with XXH64 content check |
+    +----------+---------+-----------+-----------+-----------+--------------------------+
 
 The first is a zstd *skippable* frame, so ``zstdcat`` and DuckDB's
 ``read_json(..., compression='zstd')`` read a segment as plain JSONL and ignore it. It tells a
-reader where the data frame ends without decompressing it, and ``crc32`` (of the compressed
-bytes) catches torn and flipped bytes. zstd's own content checksum guards the decompressed text.
+reader where the data frame ends without decompressing it. ``frame_crc`` (CRC-32 of the
+compressed bytes) catches torn and flipped bytes; ``head_crc`` (CRC-32 of the 12 bytes before
+the two checksums) protects ``frame_len`` itself, so that a flipped length is reported as damage
+and never mistaken for a torn tail that a writer would truncate. zstd's own content checksum
+guards the decompressed text.
 """
 
 from __future__ import annotations
@@ -25,9 +28,11 @@ import orjson
 import zstandard
 
 MAGIC = 0x184D2A5C
-HEADER = struct.Struct("<IIII")
+HEADER = struct.Struct("<IIIII")
 HEADER_SIZE = HEADER.size
-_MAGIC_BYTES = struct.pack("<II", MAGIC, 8)
+_SKIP = HEADER_SIZE - 8  # the skippable frame's payload size
+_HEAD = struct.Struct("<III")
+_MAGIC_BYTES = struct.pack("<II", MAGIC, _SKIP)
 # An 8-byte zstd skippable frame (magic 0x184D2A5D, size 0) that closes a segment: whoever
 # holds the lock next starts the following sequence number. Written when a segment passes its
 # roll size and by compaction before it seals a segment, so that a process still holding the
@@ -45,7 +50,8 @@ def new_compressor(level: int = LEVEL) -> zstandard.ZstdCompressor:
 
 def encode_frame(payload: bytes, compressor: zstandard.ZstdCompressor) -> bytes:
     data = compressor.compress(payload)
-    return HEADER.pack(MAGIC, 8, len(data), zlib.crc32(data)) + data
+    head = _HEAD.pack(MAGIC, _SKIP, len(data))
+    return head + struct.pack("<II", zlib.crc32(data), zlib.crc32(head)) + data
 
 
 @dataclass
@@ -106,8 +112,13 @@ def scan(data: bytes | memoryview, base: int = 0, *, decompress: bool = True) ->
             pos = end
             continue
         nxt = _resync(buf, pos + 1)
-        if nxt == size and problem == "incomplete":
-            result.damage.append(Damage(base + pos, base + size, "incomplete frame", torn=True))
+        # Only the end of the file can be torn: an append cut short by a crash leaves a prefix
+        # of a frame whose header (if complete) checks out, or, after a power loss on some file
+        # systems, zeros where the data never landed.
+        zeros = problem == "bad header" and not buf[pos:].strip(b"\0")
+        if nxt == size and (problem == "incomplete" or zeros):
+            reason = "zero-filled tail" if zeros else "incomplete frame"
+            result.damage.append(Damage(base + pos, base + size, reason, torn=True))
             result.valid_end = base + pos
             return result
         result.damage.append(Damage(base + pos, base + nxt, problem))
@@ -122,9 +133,11 @@ def _frame_at(buf: bytes, pos: int) -> tuple[int, bytes] | str:
         head = buf[pos : pos + 8]
         torn = _MAGIC_BYTES.startswith(head) or END_MARKER.startswith(head)
         return "incomplete" if torn else "bad header"
-    magic, skip, length, crc = HEADER.unpack_from(buf, pos)
-    if magic != MAGIC or skip != 8:
+    magic, skip, length, crc, head_crc = HEADER.unpack_from(buf, pos)
+    if magic != MAGIC or skip != _SKIP:
         return "bad header"
+    if zlib.crc32(buf[pos : pos + _HEAD.size]) != head_crc:
+        return "header checksum mismatch"
     start = pos + HEADER_SIZE
     end = start + length
     if end > len(buf):
@@ -136,13 +149,13 @@ def _frame_at(buf: bytes, pos: int) -> tuple[int, bytes] | str:
 
 
 def _resync(buf: bytes, start: int) -> int:
-    """Offset of the next header from ``start`` whose frame checks out, or ``len(buf)``."""
+    """Offset of the next whole frame or end marker from ``start``, or ``len(buf)``."""
     pos = buf.find(_MAGIC_BYTES, start)
-    while pos != -1:
-        if isinstance(_frame_at(buf, pos), tuple):
-            return pos
+    while pos != -1 and not isinstance(_frame_at(buf, pos), tuple):
         pos = buf.find(_MAGIC_BYTES, pos + 1)
-    return len(buf)
+    end_marker = buf.find(END_MARKER, start)
+    found = [p for p in (pos, end_marker) if p != -1]
+    return min(found) if found else len(buf)
 
 
 def decode_records(payload: bytes) -> list[dict[str, Any]]:

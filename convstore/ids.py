@@ -82,11 +82,32 @@ def validate_session_id(session_id: object) -> str:
 
 
 _fmt_cache: tuple[int, str] = (-1, "")
+# Times outside years 1000-9999 are refused: four-digit years keep the on-disk form fixed-width
+# (so that it sorts as text and parses back), and DuckDB and Parquet readers handle them all.
+MIN_US = -30_610_224_000_000_000  # 1000-01-01T00:00:00Z
+MAX_US = 253_402_300_800_000_000  # 10000-01-01T00:00:00Z
+
+
+def check_us(us: int) -> int:
+    if not MIN_US <= us < MAX_US:
+        raise InvalidDate(
+            f"{_describe(us)} is outside the years 1000 to 9999 that convstore stores; "
+            "pass a real date (or none, for now)"
+        )
+    return us
+
+
+def _describe(us: int) -> str:
+    try:
+        return from_us(us).isoformat()
+    except OverflowError:
+        return f"a time {us} us from 1970"
 
 
 def format_us(us: int) -> str:
     """Format microseconds since the epoch as ``YYYY-MM-DDTHH:MM:SS.ffffffZ``."""
     global _fmt_cache
+    check_us(us)
     sec, frac = divmod(us, 1_000_000)
     cached_sec, prefix = _fmt_cache
     if cached_sec != sec:
@@ -99,22 +120,20 @@ def parse_us(text: str) -> int:
     """Parse the on-disk timestamp form back to microseconds (fast path, strict)."""
     try:
         if len(text) == 27 and text[10] == "T" and text[-1] == "Z" and text[19] == ".":
-            sec = calendar.timegm(
-                (
-                    int(text[0:4]),
-                    int(text[5:7]),
-                    int(text[8:10]),
-                    int(text[11:13]),
-                    int(text[14:16]),
-                    int(text[17:19]),
-                    0,
-                    0,
-                    0,
-                )
+            fields = (
+                int(text[0:4]),
+                int(text[5:7]),
+                int(text[8:10]),
+                int(text[11:13]),
+                int(text[14:16]),
+                int(text[17:19]),
             )
-            return sec * 1_000_000 + int(text[20:26])
-        return to_us(datetime.fromisoformat(text.replace("Z", "+00:00")))
-    except (ValueError, TypeError) as e:
+            # timegm alone would turn 31 February into 3 March: datetime() refuses it.
+            datetime(*fields)
+            sec = calendar.timegm((*fields, 0, 0, 0))
+            return check_us(sec * 1_000_000 + int(text[20:26]))
+        return check_us(to_us(datetime.fromisoformat(text.replace("Z", "+00:00"))))
+    except (ValueError, TypeError, OverflowError) as e:
         raise InvalidDate(f"timestamp {text!r} is not ISO-8601: {e}") from None
 
 
@@ -122,7 +141,10 @@ def to_us(dt: datetime) -> int:
     """Microseconds since the epoch of an aware datetime; naive datetimes are taken as UTC."""
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=timezone.utc)
-    delta = dt - _EPOCH
+    try:
+        delta = dt - _EPOCH
+    except OverflowError:
+        raise InvalidDate(f"{dt!r} cannot be expressed in UTC; pass a real date") from None
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 

@@ -97,12 +97,14 @@ def init_folder(root: Path) -> None:
         root.mkdir(parents=True, exist_ok=True)
         body = {"format": FORMAT_NAME, "version": FORMAT_VERSION}
         write_atomic(marker, (json.dumps(body, indent=2) + "\n").encode())
-    (root / SESSIONS).mkdir(exist_ok=True)
+    if not (root / SESSIONS).exists():
+        (root / SESSIONS).mkdir(exist_ok=True)
+        fsync_dir(root)
     for name, text in ((".gitignore", GITIGNORE), (".gitattributes", GITATTRIBUTES)):
         p = root / name
         if not p.exists():
             write_atomic(p, text.encode())
-    (root / CACHE / "locks").mkdir(parents=True, exist_ok=True)
+    (root / CACHE / "locks" / "sessions").mkdir(parents=True, exist_ok=True)
 
 
 def read_marker(root: Path) -> int:
@@ -129,28 +131,39 @@ def writer_id(root: Path) -> str:
     """This clone's writer identity, made once and kept in the local cache.
 
     It lives under .cache/ so that every git clone (which never receives .cache/) gets its own,
-    and therefore its own hot segment files: two clones never write the same file.
+    and therefore its own hot segment files: two clones never write the same file. The file
+    also records the inode of the .cache folder: a copy of the whole store (cp -a, a restored
+    backup) has a new inode and so takes a new identity instead of sharing the original's.
     """
-    path = root / CACHE / "writer_id"
-    try:
-        value = path.read_text("ascii").strip()
-        if WRITER_RE.fullmatch(value):
-            return value
-    except (OSError, UnicodeDecodeError):
-        pass
+    cache = root / CACHE
+    cache.mkdir(parents=True, exist_ok=True)
+    inode = str(os.stat(cache).st_ino)
+    path = cache / "writer_id"
+    current = _read_writer_id(path, inode)
+    if current is not None:
+        return current
     candidate = secrets.token_hex(6)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".writer_id.{candidate}.tmp")
-    tmp.write_text(candidate + "\n", "ascii")
+    tmp.write_text(f"{candidate} {inode}\n", "ascii")
     try:
         # link() fails if another process won the race; then its id is the one to use.
         os.link(tmp, path)
+        return candidate
     except FileExistsError:
-        value = path.read_text("ascii").strip()
-        if not WRITER_RE.fullmatch(value):
-            os.replace(tmp, path)
-            return candidate
-        return value
+        current = _read_writer_id(path, inode)
+        if current is not None:
+            return current
+        os.replace(tmp, path)  # a stale or copied identity: replace it
+        return candidate
     finally:
         tmp.unlink(missing_ok=True)
-    return candidate
+
+
+def _read_writer_id(path: Path, inode: str) -> str | None:
+    try:
+        fields = path.read_text("ascii").split()
+    except (OSError, UnicodeDecodeError):
+        return None
+    if len(fields) == 2 and WRITER_RE.fullmatch(fields[0]) and fields[1] == inode:
+        return fields[0]
+    return None

@@ -41,6 +41,7 @@ class SessionLock:
         self._thread_lock = threading.RLock()
         self._fd: int | None = None
         self._depth = 0
+        self.pins = 0  # handed out by LockTable.get and not yet released: not evictable
         self._fallback: filelock.FileLock | None = None
         if fcntl is None:  # pragma: no cover - Windows
             self._fallback = filelock.FileLock(str(path))
@@ -69,7 +70,11 @@ class SessionLock:
                 raise LockTimeout(f"session lock {self.path} is busy; retry later") from None
             return
         if self._fd is None:
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except FileNotFoundError:  # the local cache was deleted while the store was open
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return
@@ -93,6 +98,7 @@ class SessionLock:
                 delay = min(delay * 2, 0.005)
 
     def release(self) -> None:
+        self.pins = max(0, self.pins - 1)  # each get() is paired with one release()
         self._depth -= 1
         if self._depth == 0:
             if self._fallback is not None:  # pragma: no cover - Windows
@@ -106,6 +112,20 @@ class SessionLock:
             if self._fd is not None and self._depth == 0:
                 os.close(self._fd)
                 self._fd = None
+
+    def forget_after_fork(self) -> None:
+        """In a forked child: drop the descriptor inherited from the parent.
+
+        flock belongs to the open file description, which parent and child share after fork,
+        so the child must not lock through the inherited descriptor: it would "hold" the lock
+        whenever the parent does. Closing our copy leaves the parent's lock in place.
+        """
+        self._thread_lock = threading.RLock()
+        self._depth = 0
+        self.pins = 0
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def __enter__(self) -> SessionLock:
         self.acquire()
@@ -130,20 +150,32 @@ class LockTable:
         self._guard = threading.Lock()
 
     def get(self, name: str) -> SessionLock:
+        """The lock of ``name``, pinned until its next release: use as ``with table.get(n):``."""
         with self._guard:
             lock = self._locks.get(name)
             if lock is None:
                 lock = SessionLock(self.folder / f"{name}.lock")
                 self._locks[name] = lock
-                while len(self._locks) > self.limit:
-                    old_name, old = next(iter(self._locks.items()))
-                    if old._depth:  # held right now: keep it, try again later
-                        break
-                    del self._locks[old_name]
-                    old.close()
+                self._evict()
             else:
                 self._locks.move_to_end(name)
+            lock.pins += 1
             return lock
+
+    def _evict(self) -> None:
+        # Pinned locks (handed out, or held) stay: evicting one would give a second thread a
+        # second SessionLock for the same session, whose RLock would not exclude the first.
+        for name in list(self._locks)[: max(0, len(self._locks) - self.limit)]:
+            lock = self._locks[name]
+            if lock.pins == 0 and lock._depth == 0:
+                del self._locks[name]
+                lock.close()
+
+    def after_fork(self) -> None:
+        self._guard = threading.Lock()
+        for lock in self._locks.values():
+            lock.forget_after_fork()
+        self._locks.clear()
 
     def close(self) -> None:
         with self._guard:

@@ -35,7 +35,7 @@ from typing import Any
 
 import orjson
 
-from .errors import InvalidContent, InvalidRole
+from .errors import InvalidContent, InvalidInput, InvalidRole
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
 _ROLE_SET = frozenset(ROLES)
@@ -231,3 +231,92 @@ def blob_hash(value: object) -> tuple[str, str]:
     except TypeError as e:
         raise InvalidContent(f"state cannot be stored as JSON: {e}") from None
     return hashlib.sha256(canonical).hexdigest()[:32], canonical.decode("utf-8")
+
+
+_LABELS = ("title", "user_id", "org_id", "agent_id")
+
+
+def record_problem(r: Any, session_id: str) -> str | None:
+    """Why a record read from disk cannot be replayed, or None if it can.
+
+    Readers skip (and report) such records instead of failing: a record may come from a buggy
+    tool, another clone, or damage the checksums did not catch, and one bad record must never
+    hide the rest of a session. Unknown kinds are not a problem: a later format may add kinds
+    that older readers ignore (docs/FORMAT.md, section 9).
+    """
+    from .ids import parse_us, validate_session_id
+
+    if not isinstance(r, dict):
+        return "not a JSON object"
+    for key in ("id", "kind", "session", "created_at"):
+        if not isinstance(r.get(key), str):
+            return f"missing {key}"
+    if r["session"] != session_id:
+        return f"belongs to session {r['session']!r}, found in {session_id!r}"
+    kind = r["kind"]
+    try:
+        parse_us(r["created_at"])
+        if kind == "message":
+            check_role(r.get("role"))
+            check_content(r.get("content"))
+            check_metadata(r.get("metadata"))
+            if "edit_id" in r and not (
+                isinstance(r["edit_id"], str) and isinstance(r.get("edited_at"), str)
+            ):
+                return "edit_id without edited_at"
+            if "edited_at" in r:
+                parse_us(r["edited_at"])
+        elif kind in ("edit", "delete"):
+            if not isinstance(r.get("target"), str):
+                return f"{kind} without a target"
+            if kind == "edit":
+                check_content(r.get("content"))
+        elif kind == "session":
+            for name in _LABELS:
+                if r.get(name) is not None and not isinstance(r[name], str):
+                    return f"{name} is not a string"
+            check_metadata(r.get("metadata"))
+            parent = r.get("parent")
+            if parent is not None:
+                if not isinstance(parent, dict) or not isinstance(parent.get("message"), str):
+                    return "parent is not {session, message}"
+                validate_session_id(parent.get("session"))
+        elif kind == "blob":
+            if not isinstance(r.get("hash"), str) or "data" not in r:
+                return "blob without hash or data"
+        elif kind in ("state", "checkpoint"):
+            problem = _ref_problem(r)
+            if problem:
+                return problem
+            if kind == "checkpoint":
+                if not isinstance(r.get("checkpoint_id"), str):
+                    return "checkpoint without checkpoint_id"
+                if not isinstance(r.get("namespace", ""), str):
+                    return "namespace is not a string"
+                check_metadata(r.get("metadata"))
+        elif kind == "cp_delete":
+            ids = r.get("checkpoint_ids")
+            if ids is not None and not (
+                isinstance(ids, list) and all(isinstance(i, str) for i in ids)
+            ):
+                return "checkpoint_ids is not a list of strings"
+        elif kind == "cp_writes":
+            if not (isinstance(r.get("checkpoint_id"), str) and isinstance(r.get("task_id"), str)):
+                return "writes without checkpoint_id or task_id"
+            writes = r.get("writes")
+            if not isinstance(writes, list) or not all(
+                isinstance(w, list) and len(w) == 2 and isinstance(w[0], str) for w in writes
+            ):
+                return "writes is not a list of [channel, blob]"
+    except InvalidInput as e:
+        return str(e)
+    return None
+
+
+def _ref_problem(r: dict[str, Any]) -> str | None:
+    if "parts" in r:
+        parts = r["parts"]
+        if isinstance(parts, dict) and all(isinstance(h, str) for h in parts.values()):
+            return None
+        return "parts is not {key: blob hash}"
+    return None if isinstance(r.get("value"), str) else "no value or parts"

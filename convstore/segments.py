@@ -24,20 +24,22 @@ DEFAULT_ROLL_BYTES = 8 * 1024 * 1024
 class Appender:
     """Appends frames to the current hot segment of one session for this writer.
 
-    Not thread-safe by itself: every call must be made holding the session's lock.
+    Not thread-safe by itself: every call is made holding the session's lock. The store may
+    close the descriptor of an idle appender (``release_fd``) to bound open files; the object
+    remembers where the segment ended, so reopening validates only bytes appended since.
     """
 
     def __init__(self, folder: Path, writer: str, roll_bytes: int = DEFAULT_ROLL_BYTES) -> None:
         self.folder = folder
         self.writer = writer
         self.roll_bytes = roll_bytes
-        self.compressor = frames.new_compressor()
         self.path: Path | None = None
         self.seq = 0
         self.fd: int | None = None
+        self.inode = -1
         self.end = 0  # size of the file as of our last write or check, excluding torn bytes
         self.dirty = False
-        self.guard = threading.Lock()  # taken by the store's fd-eviction, never while writing
+        self.guard = threading.Lock()  # serialises fd use against the store's fd eviction
 
     # -- locating the current segment -------------------------------------------------------
 
@@ -53,21 +55,22 @@ class Appender:
                 best = max(best, int(m.group(2)))
         return best
 
-    def _open(self) -> None:
+    def _open(self, seq: int | None = None) -> None:
+        """Open the newest segment of this writer (or ``seq``), creating it if needed."""
         if not self.folder.exists():
             self.folder.mkdir(parents=True, exist_ok=True)
             fsync_dir(self.folder.parent)
-        seq = self._current_seq()
-        created = False
-        if seq == 0:
-            seq, created = 1, True
+        if seq is None:
+            seq = max(1, self._current_seq())
         path = self.folder / hot_name(self.writer, seq)
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        self.fd, self.path, self.seq, self.end = fd, path, seq, 0
-        if created or os.fstat(fd).st_size == 0:
+        st = os.fstat(fd)
+        if path != self.path or st.st_ino != self.inode or st.st_size < self.end:
+            self.end = 0  # not the file we knew: validate it from the start
+        self.fd, self.path, self.seq, self.inode = fd, path, seq, st.st_ino
+        if st.st_size == 0:
             # The new directory entry must survive a crash as well as the data written to it.
             fsync_dir(self.folder)
-            return
         self._catch_up()
 
     def _catch_up(self) -> None:
@@ -82,8 +85,7 @@ class Appender:
         result = frames.scan(data, self.end, decompress=False)
         if result.closed:
             self._close_fd()
-            self.seq += 1
-            self._open_next()
+            self._open(max(self.seq + 1, self._current_seq()))
             return
         torn = result.torn
         if torn is not None:
@@ -93,14 +95,6 @@ class Appender:
             os.fsync(self.fd)
             size = torn.offset
         self.end = size
-
-    def _open_next(self) -> None:
-        seq = max(self.seq, self._current_seq())
-        path = self.folder / hot_name(self.writer, seq)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        self.fd, self.path, self.seq, self.end = fd, path, seq, 0
-        fsync_dir(self.folder)
-        self._catch_up()
 
     def _close_fd(self) -> None:
         if self.fd is not None:
@@ -144,7 +138,12 @@ class Appender:
             self.end = start + len(frame)
             name = self.path.name
             if self.end >= self.roll_bytes:
-                self._roll()
+                # The frame is stored and acknowledged from here on: a roll that fails (disk
+                # full for the end marker, no descriptor for the next file) must not turn it
+                # into a reported failure. The next append retries; a half-written end marker
+                # is a torn tail that it truncates.
+                with contextlib.suppress(OSError):
+                    self._roll()
             return name, start, start + len(frame)
 
     def close_segment(self) -> Path | None:
@@ -166,13 +165,11 @@ class Appender:
         _write_all(self.fd, END_MARKER)
         os.fdatasync(self.fd)
         self.dirty = False
-        os.close(self.fd)
-        self.fd = None
-        self.seq += 1
-        path = self.folder / hot_name(self.writer, self.seq)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        fsync_dir(self.folder)
-        self.fd, self.path, self.end = fd, path, 0
+        self._close_fd()
+        self.end = 0
+        # Create the next segment at once, so that the newest sequence number of a writer
+        # always exists and is never reused after compaction removes the closed ones.
+        self._open(self.seq + 1)
 
     def sync(self) -> None:
         with self.guard:
@@ -180,9 +177,27 @@ class Appender:
                 os.fdatasync(self.fd)
                 self.dirty = False
 
+    def release_fd(self) -> bool:
+        """Close the descriptor if no thread is using it; False if busy."""
+        if not self.guard.acquire(blocking=False):
+            return False
+        try:
+            self._close_fd()
+            return True
+        finally:
+            self.guard.release()
+
     def close(self) -> None:
         with self.guard:
             self._close_fd()
+
+    def forget_after_fork(self) -> None:
+        """In a forked child: drop the parent's descriptor (its bytes are the parent's)."""
+        self.guard = threading.Lock()
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        self.dirty = False
 
 
 def _write_all(fd: int, data: bytes) -> None:

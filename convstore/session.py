@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import bisect
 import heapq
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from .dates import When, parse_when
 from .errors import CheckpointNotFound, InvalidInput, MessageNotFound
-from .ids import format_us, from_us, is_record_id, new_id, now_us, parse_us, to_us
+from .ids import format_us, from_us, is_record_id, parse_us, to_us
 from .records import (
     Content,
     JSONDict,
@@ -82,6 +83,14 @@ class Session:
     def _view(self) -> SessionView:
         return self.store._live_view(self.id)
 
+    @contextmanager
+    def _reading(self) -> Iterator[SessionView]:
+        """The refreshed view, held under its lock: for reads that walk its dicts while
+        another thread may be appending."""
+        view = self.store._live_view(self.id)
+        with self.store._view_lock(self.id):
+            yield view
+
     @property
     def path(self) -> Path:
         return self.store._session_folder(self.id)
@@ -123,7 +132,10 @@ class Session:
 
     def info(self) -> JSONDict:
         """Everything about the session but its messages, as JSON-ready values."""
-        view = self._view()
+        with self._reading() as view:
+            return self._info(view)
+
+    def _info(self, view: SessionView) -> JSONDict:
         parent = view.field("parent")
         return {
             "id": self.id,
@@ -135,7 +147,7 @@ class Session:
             "parent": parent or None,
             "created_at": format_us(view.first_key[0] if view.first_key else 0),
             "updated_at": format_us(view.last_us),
-            "messages": len(self),
+            "messages": len(view.order) if not parent else len(self),
         }
 
     def update(
@@ -162,14 +174,13 @@ class Session:
         created_at: datetime | str | None = None,
     ) -> Message:
         """Append one message; with the default durability it is on disk when this returns."""
-        record, message = _message_record(self.id, role, content, metadata, created_at)
+        record = _message_record(self.id, role, content, metadata, created_at)
         self.store._write(self.id, [record])
-        return message
+        return _written_message(record)
 
     def extend(self, messages: Iterable[Mapping[str, Any] | Message]) -> list[Message]:
         """Append many messages as one frame: one lock, one write, one fsync. All or nothing."""
         records: list[JSONDict] = []
-        made: list[Message] = []
         for i, m in enumerate(messages):
             if isinstance(m, Message):
                 item: Mapping[str, Any] = {
@@ -189,14 +200,18 @@ class Session:
                 raise InvalidInput(f"messages[{i}] has unknown keys {sorted(unknown)}")
             if "role" not in item or "content" not in item:
                 raise InvalidInput(f"messages[{i}] needs 'role' and 'content'")
-            record, message = _message_record(
-                self.id, item["role"], item["content"], item.get("metadata"), item.get("created_at")
+            records.append(
+                _message_record(
+                    self.id,
+                    item["role"],
+                    item["content"],
+                    item.get("metadata"),
+                    item.get("created_at"),
+                )
             )
-            records.append(record)
-            made.append(message)
         if records:
             self.store._write(self.id, records)
-        return made
+        return [_written_message(r) for r in records]
 
     def _ordered(self) -> list[Message]:
         return self.store._ordered(self.id)
@@ -276,8 +291,25 @@ class Session:
 
     def delete_message(self, message_id: str) -> None:
         """Delete a message (a tombstone now; the bytes go at the next compaction)."""
-        self._own_message(message_id)
-        self.store._write(self.id, [self.store._record("delete", self.id, target=message_id)])
+        self.delete_messages([message_id])
+
+    def delete_messages(self, message_ids: Iterable[str]) -> int:
+        """Delete several messages in one frame (one lock, one fsync); returns how many."""
+        if isinstance(message_ids, str):
+            raise InvalidInput(f"message_ids must be a list of ids; pass [{message_ids!r}]")
+        ids = list(dict.fromkeys(message_ids))
+        for mid in ids:
+            self._own_message(mid)
+        if ids:
+            records = [self.store._record("delete", self.id, target=mid) for mid in ids]
+            self.store._write(self.id, records)
+        return len(ids)
+
+    def clear(self) -> int:
+        """Delete every message of this session (its own, not a branch's inherited ones)."""
+        with self._reading() as view:
+            ids = [m.id for m in view.order]
+        return self.delete_messages(ids)
 
     def _own_message(self, message_id: str) -> None:
         if message_id not in self._view().messages:
@@ -311,17 +343,19 @@ class Session:
 
     def load_state(self, default: Any = None) -> Any:
         """The latest saved state, or ``default``."""
-        view = self._view()
-        if not view.states:
-            return default
-        _, record = max(view.states.values(), key=lambda kr: kr[0])
-        return view.resolve(record)
+        with self._reading() as view:
+            if not view.states:
+                return default
+            return view.resolve(view.states[max(view.states)][1])
 
     def state_history(self, limit: int | None = None) -> list[StateEntry]:
         """Saved states, newest first."""
-        view = self._view()
-        items = sorted(view.states.values(), key=lambda kr: kr[0], reverse=True)[:limit]
-        return [StateEntry(r["id"], from_us(k[0]), view.resolve(r)) for k, r in items]
+        with self._reading() as view:
+            newest_first = sorted(view.states, reverse=True)[:limit]
+            return [
+                StateEntry(rid, from_us(view.states[rid][0][0]), view.resolve(view.states[rid][1]))
+                for rid in newest_first
+            ]
 
     def _blob_records(self, value: Any, what: str) -> tuple[list[JSONDict], JSONDict]:
         """Blob records for the parts of ``value`` this session does not hold yet, and the ref.
@@ -383,24 +417,25 @@ class Session:
             state,
         )
 
-    def _entry(self, cp: Checkpoint) -> CheckpointEntry:
+    @staticmethod
+    def _entry(view: SessionView, cp: Checkpoint, with_state: bool = True) -> CheckpointEntry:
         return CheckpointEntry(
             cp.checkpoint_id,
             cp.namespace,
             cp.parent_id,
-            cp.metadata,
+            dict(cp.metadata),
             cp.created_at,
-            self._view().resolve(cp.record),
+            view.resolve(cp.record) if with_state else None,
         )
 
     def get_checkpoint(
         self, checkpoint_id: str | None = None, *, namespace: str = ""
     ) -> CheckpointEntry:
         """A checkpoint by id, or the newest one of ``namespace`` when no id is given."""
-        live = self._view().live_checkpoints(namespace)
-        for cp in live:
-            if checkpoint_id is None or cp.checkpoint_id == checkpoint_id:
-                return self._entry(cp)
+        with self._reading() as view:
+            for cp in view.live_checkpoints(namespace):
+                if checkpoint_id is None or cp.checkpoint_id == checkpoint_id:
+                    return self._entry(view, cp)
         what = f"checkpoint {checkpoint_id!r}" if checkpoint_id else "any checkpoint"
         raise CheckpointNotFound(f"no {what} in namespace {namespace!r} of session {self.id!r}")
 
@@ -413,24 +448,23 @@ class Session:
         with_state: bool = True,
     ) -> list[CheckpointEntry]:
         """Checkpoints newest first; ``before`` is a checkpoint id (exclusive)."""
-        live = self._view().live_checkpoints(namespace)
-        if before is not None:
-            cut = next((cp.key for cp in live if cp.checkpoint_id == before), None)
-            live = [cp for cp in live if cut is None or cp.key < cut]
-        live = live[:limit] if limit is not None else live
-        if with_state:
-            return [self._entry(cp) for cp in live]
-        return [
-            CheckpointEntry(
-                cp.checkpoint_id, cp.namespace, cp.parent_id, cp.metadata, cp.created_at, None
-            )
-            for cp in live
-        ]
+        with self._reading() as view:
+            live = view.live_checkpoints(namespace)
+            if before is not None:
+                cut = next((cp.rid for cp in live if cp.checkpoint_id == before), None)
+                live = [cp for cp in live if cut is None or cp.rid < cut]
+            live = live[:limit] if limit is not None else live
+            return [self._entry(view, cp, with_state) for cp in live]
 
     def delete_checkpoints(
         self, checkpoint_ids: Iterable[str] | None = None, *, namespace: str = ""
     ) -> None:
         """Delete the given checkpoints of ``namespace``, or all of them (None)."""
+        if isinstance(checkpoint_ids, str):
+            raise InvalidInput(
+                f"checkpoint_ids must be a list of ids, not the string {checkpoint_ids!r}; "
+                f"pass [{checkpoint_ids!r}]"
+            )
         ids = None if checkpoint_ids is None else [str(c) for c in checkpoint_ids]
         record = self.store._record("cp_delete", self.id, namespace=namespace, checkpoint_ids=ids)
         self.store._write(self.id, [record])
@@ -464,15 +498,21 @@ class Session:
         self.store._write(self.id, [*blobs, record])
 
     def get_writes(self, checkpoint_id: str, *, namespace: str = "") -> list[PendingWrite]:
-        view = self._view()
         out = []
-        per_task = view.writes.get((namespace, checkpoint_id), {})
-        for _, record in sorted(per_task.values(), key=lambda kr: kr[0]):
-            writes = [
-                (ch, view.resolve({"value": ref} if isinstance(ref, str) else ref))
-                for ch, ref in record["writes"]
-            ]
-            out.append(PendingWrite(record["task_id"], record.get("task_path", ""), writes))
+        with self._reading() as view:
+            per_task = view.writes.get((namespace, checkpoint_id), {})
+            deleted_at = max(
+                view.cp_delete_all.get(namespace, ""),
+                view.cp_delete_one.get((namespace, checkpoint_id), ""),
+            )
+            for _, record in sorted(per_task.values(), key=lambda kr: kr[0]):
+                if record["id"] < deleted_at:
+                    continue  # writes of a checkpoint deleted since: not resurrected
+                writes = [
+                    (ch, view.resolve({"value": ref} if isinstance(ref, str) else ref))
+                    for ch, ref in record["writes"]
+                ]
+                out.append(PendingWrite(record["task_id"], record.get("task_path", ""), writes))
         return out
 
 
@@ -496,31 +536,42 @@ def _message_record(
     content: Content,
     metadata: Mapping[str, Any] | None,
     created_at: datetime | str | None,
-) -> tuple[JSONDict, Message]:
-    """The record of a new message, and the Message it reads back as."""
+) -> JSONDict:
+    """The record of a new message; ``Store._write`` gives it its id (and time, if none)."""
     role = check_role(role)
     content = check_content(content)
     meta = check_metadata(metadata)
-    stamp = now_us()
     if created_at is None:
-        at = stamp
+        at = None
     elif isinstance(created_at, datetime):
-        at = to_us(created_at)
+        at = format_us(to_us(created_at))
     elif isinstance(created_at, str):
-        at = parse_us(created_at)
+        at = format_us(parse_us(created_at))
     else:
         raise InvalidInput(f"created_at must be a datetime or an ISO string, not {created_at!r}")
     record: JSONDict = {
-        "id": new_id(stamp),
+        "id": None,
         "kind": "message",
         "session": session_id,
-        "created_at": format_us(at),
+        "created_at": at,
         "role": role,
         "content": content,
     }
     if meta:
         record["metadata"] = meta
-    return record, Message(record["id"], session_id, role, content, meta, from_us(at))
+    return record
+
+
+def _written_message(record: JSONDict) -> Message:
+    """The Message a record reads back as, once ``_write`` has stamped it."""
+    return Message(
+        record["id"],
+        record["session"],
+        record["role"],
+        record["content"],
+        record.get("metadata") or {},
+        from_us(parse_us(record["created_at"])),
+    )
 
 
 def merge_ordered(parts: list[list[Message]]) -> list[Message]:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import bisect
 import os
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -13,8 +15,8 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from . import frames, layout
 from .dates import When, parse_range
 from .errors import InvalidInput, SessionExists, SessionNotFound
-from .ids import format_us, new_id, now_us, to_us, validate_session_id
-from .locks import LockTable
+from .ids import format_us, new_id, now_us, parse_us, to_us, validate_session_id
+from .locks import LockTable, SessionLock
 from .records import JSONDict, Message, check_metadata, encode_record
 from .segments import DEFAULT_ROLL_BYTES, Appender
 from .session import Session, _check_label, merge_ordered
@@ -24,6 +26,7 @@ if TYPE_CHECKING:
     from .check import CheckReport
 
 Sync = Literal["always", "interval", "close"]
+_OPEN_SEGMENTS = 128  # segment descriptors kept open per Store
 T = TypeVar("T")
 _VIEW_CACHE = 4096
 
@@ -52,8 +55,9 @@ class Store:
         self.sync = sync
         self.roll_bytes = roll_bytes
         self._writer: str | None = None
-        self._locks = LockTable(self.path / layout.CACHE / "locks")
+        self._locks = LockTable(self.path / layout.CACHE / "locks" / "sessions")
         self._appenders: OrderedDict[str, Appender] = OrderedDict()
+        self._open_fds: set[str] = set()
         self._views: OrderedDict[str, SessionView] = OrderedDict()
         self._view_locks: dict[str, threading.RLock] = {}
         self._guard = threading.Lock()
@@ -62,11 +66,10 @@ class Store:
         self._query: Any = None
         self._stop = threading.Event()
         self._flusher: threading.Thread | None = None
+        self._sync_interval = sync_interval
         if sync == "interval":
-            self._flusher = threading.Thread(
-                target=self._flush_loop, args=(sync_interval,), name="convstore-sync", daemon=True
-            )
-            self._flusher.start()
+            self._start_flusher()
+        _STORES.add(self)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -98,19 +101,53 @@ class Store:
         for ap in appenders:
             ap.sync()
 
-    def _flush_loop(self, interval: float) -> None:
-        while not self._stop.wait(interval):
+    def _start_flusher(self) -> None:
+        with self._guard:
+            if self._flusher is not None:
+                return
+            self._stop = threading.Event()
+            self._flusher = threading.Thread(
+                target=self._flush_loop,
+                args=(self._stop, self._sync_interval),
+                name="convstore-sync",
+                daemon=True,
+            )
+            self._flusher.start()
+
+    def _flush_loop(self, stop: threading.Event, interval: float) -> None:
+        while not stop.wait(interval):
             self.flush()
+
+    def _after_fork(self) -> None:
+        """Make a forked child's copy of the store safe to use.
+
+        Locks and descriptors inherited from the parent must not be used: flock is shared with
+        the parent through the inherited descriptor, and another parent thread may have held a
+        threading lock at the moment of the fork. Views are dropped too (they may have been
+        mid-update); the child rebuilds what it reads.
+        """
+        self._guard = threading.Lock()
+        self._locks.after_fork()
+        for ap in self._appenders.values():
+            ap.forget_after_fork()
+        self._appenders.clear()
+        self._open_fds.clear()
+        self._views.clear()
+        self._view_locks.clear()
+        self._local = threading.local()
+        self._flusher = None
+        self._query = None
 
     def close(self) -> None:
         """Flush and release files and locks. The store can still be used (it reopens lazily)."""
         self._stop.set()
-        if self._flusher is not None:
-            self._flusher.join()
-            self._flusher = None
+        flusher, self._flusher = self._flusher, None
+        if flusher is not None:
+            flusher.join()
         with self._guard:
             appenders = list(self._appenders.values())
             self._appenders.clear()
+            self._open_fds.clear()
         for ap in appenders:
             ap.close()
         self._locks.close()
@@ -249,7 +286,8 @@ class Store:
             if not ordered:
                 raise InvalidInput(f"session {session_id!r} has no messages to branch from")
             at = ordered[-1].id
-        elif not any(m.id == at for m in ordered):
+        point = next((m for m in ordered if m.id == at), None)
+        if point is None:
             raise InvalidInput(
                 f"message {at!r} is not in session {session_id!r}; pass one of its ids"
             )
@@ -260,7 +298,13 @@ class Store:
             org_id=source.org_id,
             agent_id=source.agent_id,
             metadata=source.metadata,
-            _parent={"session": source.id, "message": at},
+            # The branch point's time is kept too: if the parent later deletes that message,
+            # the branch still knows where its inherited history ends.
+            _parent={
+                "session": source.id,
+                "message": at,
+                "created_at": format_us(to_us(point.created_at)),
+            },
         )
 
     def merge(
@@ -278,6 +322,9 @@ class Store:
         sources = [self.session(s) for s in session_ids]
         if len(sources) < 2:
             raise InvalidInput("merge needs at least two sessions")
+        if session_id is not None:
+            validate_session_id(session_id)
+        ordered = merge_ordered([s.messages() for s in sources])
         first = sources[0]
         new = self.create_session(
             session_id,
@@ -287,7 +334,6 @@ class Store:
             agent_id=first.agent_id,
             metadata={"merged_from": [s.id for s in sources]},
         )
-        ordered = merge_ordered([s.messages() for s in sources])
         new.extend(
             {
                 "role": m.role,
@@ -301,6 +347,14 @@ class Store:
             for m in ordered
         )
         return new
+
+    def lock(self, session_id: str) -> SessionLock:
+        """The session's write lock, for read-modify-write sequences across processes.
+
+        ``with store.lock(sid): ...`` excludes every other appender to that session, in this
+        process and others. Appends made while holding it re-enter it.
+        """
+        return self._locks.get(validate_session_id(session_id))
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -351,19 +405,23 @@ class Store:
             own = list(view.order)
         psid, at = parent["session"], parent["message"]
         inherited = self._ordered(psid, _seen | {sid})
-        cut = next((i + 1 for i, m in enumerate(inherited) if m.id == at), 0)
+        keys = [(to_us(m.created_at), m.id) for m in inherited]
+        if isinstance(parent.get("created_at"), str):
+            cut = bisect.bisect_right(keys, (parse_us(parent["created_at"]), at))
+        else:
+            cut = next((i + 1 for i, m in enumerate(inherited) if m.id == at), 0)
         merged = merge_ordered([inherited[:cut], own]) if own else inherited[:cut]
         return pick([(to_us(m.created_at), m.id) for m in merged], merged)
 
     # -- writing -------------------------------------------------------------------------------
 
     def _record(self, kind: str, sid: str, *, at_us: int | None = None, **fields: Any) -> JSONDict:
-        stamp = now_us()
+        """A record to pass to ``_write``; its id (and time, unless given) are set there."""
         return {
-            "id": new_id(stamp),
+            "id": None,
             "kind": kind,
             "session": sid,
-            "created_at": format_us(stamp if at_us is None else at_us),
+            "created_at": None if at_us is None else format_us(at_us),
             **{k: v for k, v in fields.items() if v is not None or k == "checkpoint_ids"},
         }
 
@@ -374,57 +432,73 @@ class Store:
         return comp
 
     def _appender(self, sid: str) -> Appender:
+        """The session's appender; call with the session lock held."""
         with self._guard:
             ap = self._appenders.get(sid)
             if ap is None:
                 ap = Appender(self._session_folder(sid), self.writer_id, self.roll_bytes)
                 self._appenders[sid] = ap
-                self._evict_appenders()
             else:
                 self._appenders.move_to_end(sid)
+            self._open_fds.add(sid)
+            if len(self._open_fds) > _OPEN_SEGMENTS:
+                self._release_fds(keep=sid)
             return ap
 
-    def _evict_appenders(self, limit: int = 128) -> None:
-        # Called with self._guard held. An appender busy in another thread is skipped.
-        for sid in list(self._appenders)[: max(0, len(self._appenders) - limit)]:
-            ap = self._appenders[sid]
-            if ap.guard.acquire(blocking=False):
-                try:
-                    if ap.fd is not None:
-                        if ap.dirty:
-                            os.fdatasync(ap.fd)
-                        os.close(ap.fd)
-                        ap.fd = None
-                finally:
-                    ap.guard.release()
-                del self._appenders[sid]
+    def _release_fds(self, keep: str) -> None:
+        # Called with self._guard held. Bounds the segment descriptors this process keeps
+        # open (a server may write to thousands of sessions). Appender objects are kept: they
+        # remember where their segment ended, so reopening does not re-read it. A descriptor
+        # in use by another thread is skipped.
+        for sid in list(self._appenders):
+            if len(self._open_fds) <= _OPEN_SEGMENTS // 2:
+                break
+            if sid != keep and sid in self._open_fds and self._appenders[sid].release_fd():
+                self._open_fds.discard(sid)
 
     def _write(self, sid: str, records: list[JSONDict]) -> None:
-        """Encode ``records`` as one frame and append it under the session lock.
+        """Stamp ``records`` with ids and times, and append them as one frame.
 
-        Everything that can refuse the input (encoding, size) happens before the lock is taken,
-        so a refusal writes nothing.
+        Everything that can refuse the input is checked before the lock is taken, so a refusal
+        writes nothing. Ids and default times are given under the session lock, so that the
+        order of records in a session's files is also the order of their times: a reader
+        paging forward from a message it has seen never misses one written after it.
         """
-        payload = b"".join([encode_record(r) for r in records])
-        frame = frames.encode_frame(payload, self._compressor())
-        appender = self._appender(sid)
+        for r in records:
+            encode_record(r)
         with self._locks.get(sid):
-            name, start, end = appender.append(frame, sync=self.sync == "always")
-            self._note_append(sid, name, start, end, records)
+            view = self._views.get(sid)
+            if view is not None and view.dropped is not None and records[0]["kind"] != "drop":
+                raise SessionNotFound(f"session {sid!r} was deleted; nothing was written")
+            for r in records:
+                stamp = now_us()
+                if r["id"] is None:
+                    r["id"] = new_id(stamp)
+                if r["created_at"] is None:
+                    r["created_at"] = format_us(stamp)
+            payload = b"".join([encode_record(r) for r in records])
+            frame = frames.encode_frame(payload, self._compressor())
+            name, start, end = self._appender(sid).append(frame, sync=self.sync == "always")
+            self._note_append(sid, name, start, end, payload)
+        if self.sync == "interval" and self._flusher is None:
+            self._start_flusher()
 
-    def _note_append(
-        self, sid: str, name: str, start: int, end: int, records: list[JSONDict]
-    ) -> None:
-        """Apply our own append to the cached view, when the view had read up to it."""
+    def _note_append(self, sid: str, name: str, start: int, end: int, payload: bytes) -> None:
+        """Apply our own append to the cached view, when the view had read up to it.
+
+        The records are decoded from the bytes written, not taken from the caller, whose
+        objects it may still change.
+        """
         with self._guard:
             view = self._views.get(sid)
         if view is None:
             return
         with self._view_lock(sid):
-            if view.hot_offsets.get(name) == start:
-                for r in records:
+            if view.hot_offsets.get(name) == start and not view._stale:
+                for r in frames.decode_records(payload):
                     view.apply(r)
                 view.hot_offsets[name] = end
+                view.raw_bytes += len(payload)
                 view.version += 1
 
     # -- checking ------------------------------------------------------------------------------
@@ -520,3 +594,15 @@ class Store:
         from .watch import watch
 
         return watch(self, callback, **options)
+
+
+_STORES: weakref.WeakSet[Store] = weakref.WeakSet()
+
+
+def _reset_after_fork() -> None:
+    for store in list(_STORES):
+        store._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)

@@ -23,20 +23,24 @@ import bisect
 import os
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from . import frames
-from .errors import CorruptData
+from .errors import ConvstoreError, CorruptData
 from .ids import from_us, parse_us
 from .layout import HOT_RE, SEALED_RE
-from .records import Message
+from .records import Message, record_problem
 from .sealed import read_sealed
 
 Key = tuple[int, str]
 # A folder mtime this close to the moment we listed it may hide a later change in the same
 # clock tick (the "racy git" problem); such a listing is redone on the next refresh.
 _RACY_NS = 2_000_000_000
+_ATTEMPTS = 10
 
 
 @dataclass
@@ -58,8 +62,8 @@ class Checkpoint:
     namespace: str
     parent_id: str | None
     metadata: dict[str, Any]
-    created_at: Any
-    key: Key
+    created_at: datetime
+    rid: str  # id of the record: newer records of the same checkpoint replace older ones
     record: dict[str, Any] = field(repr=False)
 
 
@@ -76,24 +80,31 @@ class SessionView:
         # Segments that ended with an end marker never change again: refresh skips their stat,
         # so a session with many rolled segments refreshes as cheaply as one with a single one.
         self.closed: set[str] = set()
+        self.inodes: dict[str, int] = {}
         self.sealed: set[str] = set()
+        self.bad_sealed: set[str] = set()
+        self._stale = False
+        self._new_sealed = False
         self.listed_mtime_ns = -1
         self.listed_at_ns = 0
         self.version = 0  # bumps whenever anything visible may have changed
         self.messages: dict[str, Message] = {}
-        self.msg_version: dict[str, Key] = {}
+        self.msg_version: dict[str, str] = {}
         self.order_keys: list[Key] = []
         self.order: list[Message] = []
-        self.pending_edits: dict[str, tuple[Key, dict[str, Any]]] = {}
+        # Edits read before their message: target -> (edit id, edit time, content).
+        self.pending_edits: dict[str, tuple[str, int, Any]] = {}
         self.deleted: set[str] = set()
-        self.meta: dict[str, tuple[Key, Any]] = {}
+        self.meta: dict[str, tuple[str, Any]] = {}
         self.first_key: Key | None = None
         self.last_us = 0
-        self.dropped: Key | None = None
-        self.blobs: dict[str, Any] = {}
+        self.dropped: str | None = None
+        self.blobs: dict[str, bytes] = {}
         self.states: dict[str, tuple[Key, dict[str, Any]]] = {}
         self.checkpoints: dict[tuple[str, str], Checkpoint] = {}
-        self.cp_deletes: list[tuple[Key, str, list[str] | None]] = []
+        self.cp_delete_all: dict[str, str] = {}  # namespace -> newest delete-all record id
+        self.cp_delete_one: dict[tuple[str, str], str] = {}  # (ns, checkpoint) -> delete id
+        self._live_cache: dict[str | None, tuple[int, list[Checkpoint]]] = {}
         self.writes: dict[tuple[str, str], dict[str, tuple[Key, dict[str, Any]]]] = {}
         self.seen_ids: set[str] = set()
         self.problems: list[Problem] = []
@@ -106,37 +117,55 @@ class SessionView:
         return self.first_key is not None
 
     def refresh(self) -> bool:
-        """Bring the view up to date with the files; True if anything changed."""
+        """Bring the view up to date with the files; True if anything changed.
+
+        Another process may compact or prune this session while we read it: a file we were
+        about to read can vanish. Its records are then in a new sealed file, so the answer is
+        to list the folder again and re-read, a few times at most.
+        """
+        for attempt in range(_ATTEMPTS):
+            try:
+                if self._stale:
+                    return self._rebuild()
+                return self._refresh_once()
+            except FileNotFoundError:
+                self._stale = True
+                time.sleep(0.001 * attempt)
+        raise ConvstoreError(
+            f"session folder {self.folder} kept changing while it was read "
+            f"({_ATTEMPTS} tries); try again"
+        )
+
+    def _refresh_once(self) -> bool:
         try:
             st = os.stat(self.folder)
         except FileNotFoundError:
             if self.hot_offsets or self.sealed:
-                self.reset()
-                self.version += 1
-                return True
+                self._stale = True
+                return self._rebuild()
             return False
         changed = False
         racy = self.listed_at_ns - st.st_mtime_ns < _RACY_NS
-        if st.st_mtime_ns != self.listed_mtime_ns or racy:
-            changed = self._relist(st.st_mtime_ns)
+        relist = st.st_mtime_ns != self.listed_mtime_ns or racy
+        if relist and self._relist(st.st_mtime_ns):
+            return self._rebuild()
         for name, offset in list(self.hot_offsets.items()):
             if name in self.closed:
                 continue
-            path = self.folder / name
-            try:
-                size = os.stat(path).st_size
-            except FileNotFoundError:
-                return self._rebuild()
-            if size < offset:
+            fst = os.stat(self.folder / name)
+            if fst.st_size < offset or fst.st_ino != self.inodes.get(name, fst.st_ino):
                 return self._rebuild()  # replaced underneath us: read everything again
-            if size > offset:
-                self._read_hot(name, offset, size)
+            if fst.st_size > offset:
+                self._read_hot(name, offset, fst.st_size, fst.st_ino)
                 changed = True
-        if changed:
+        if changed or self._new_sealed:
+            self._new_sealed = False
             self.version += 1
-        return changed
+            return True
+        return False
 
     def _relist(self, mtime_ns: int) -> bool:
+        """Take in the folder's current files; True if the view must be rebuilt."""
         self.listed_at_ns = time.time_ns()
         self.listed_mtime_ns = mtime_ns
         try:
@@ -145,36 +174,45 @@ class SessionView:
             names = []
         hot = [n for n in names if HOT_RE.fullmatch(n)]
         sealed = {n for n in names if SEALED_RE.fullmatch(n)}
-        gone = (set(self.hot_offsets) - set(hot)) or (self.sealed - sealed)
-        if gone:
-            self._rebuild()
-            return True
-        changed = False
-        for name in sorted(sealed - self.sealed):
+        if (set(self.hot_offsets) - set(hot)) or (self.sealed - sealed):
+            return True  # sealed, pruned or pulled away: records may have gone
+        for name in self.inodes:  # same name, other file (a restore, a checkout): re-read
+            if os.stat(self.folder / name).st_ino != self.inodes[name]:
+                return True
+        for name in sorted(sealed - self.sealed - self.bad_sealed):
             self._read_sealed(name)
-            changed = True
+            self._new_sealed = True
         for name in hot:
             if name not in self.hot_offsets:
                 self.hot_offsets[name] = 0
-        return changed
+        return False
 
     def _rebuild(self) -> bool:
         version = self.version
         self.reset()
         self.version = version + 1
-        st = os.stat(self.folder) if self.folder.exists() else None
-        if st is not None:
-            self._relist(st.st_mtime_ns)
-            for name in list(self.hot_offsets):
-                size = os.stat(self.folder / name).st_size
-                self._read_hot(name, 0, size)
+        self._stale = True  # until every file has been read
+        try:
+            st = os.stat(self.folder)
+        except FileNotFoundError:
+            self._stale = False
+            return True
+        self._relist(st.st_mtime_ns)
+        for name in list(self.hot_offsets):
+            fst = os.stat(self.folder / name)
+            self._read_hot(name, 0, fst.st_size, fst.st_ino)
+        self._stale = False
+        self._new_sealed = False
         return True
 
-    def _read_hot(self, name: str, offset: int, size: int) -> None:
+    def _read_hot(self, name: str, offset: int, size: int, inode: int) -> None:
         path = self.folder / name
         with open(path, "rb") as fh:
+            if os.fstat(fh.fileno()).st_ino != inode:
+                raise FileNotFoundError(path)  # replaced between stat and open: start over
             fh.seek(offset)
             data = fh.read(size - offset)
+        self.inodes[name] = inode
         result = frames.scan(data, offset)
         for dmg in result.damage:
             if not dmg.torn:
@@ -198,7 +236,10 @@ class SessionView:
         try:
             records = read_sealed(path)
         except CorruptData as e:
+            if not path.exists():
+                raise FileNotFoundError(path) from None
             self.problems.append(Problem(str(path), 0, 0, str(e)))
+            self.bad_sealed.add(name)  # reported once; check() says what to do
             return
         self.sealed.add(name)
         for record in records:
@@ -207,13 +248,13 @@ class SessionView:
     # -- replaying records ---------------------------------------------------------------------
 
     def apply(self, r: dict[str, Any]) -> None:
-        try:
-            kind = r["kind"]
-            rid = r["id"]
-            key: Key = (parse_us(r["created_at"]), rid)
-        except (KeyError, TypeError, ValueError) as e:
-            self.problems.append(Problem(str(self.folder), 0, 0, f"record without {e}: {r!r:.80}"))
+        problem = record_problem(r, self.session_id)
+        if problem is not None:
+            self.problems.append(Problem(str(self.folder), 0, 0, f"skipped a record: {problem}"))
             return
+        kind = r["kind"]
+        rid = r["id"]
+        key: Key = (parse_us(r["created_at"]), rid)
         if kind != "message" and kind != "blob":
             # Messages may legitimately arrive twice (a sealed copy folding an edit); they are
             # merged by version below. Everything else is settled by the id alone.
@@ -224,6 +265,9 @@ class SessionView:
             self.first_key = key
         if key[0] > self.last_us:
             self.last_us = key[0]
+        # "Newest wins" rules compare record ids, which sort by the time the record was
+        # written; created_at may be a caller's date (an import, a replay) and must not let an
+        # old edit beat a new one.
         if kind == "message":
             self._apply_message(r, key)
         elif kind == "edit":
@@ -234,45 +278,53 @@ class SessionView:
             for name in ("title", "user_id", "org_id", "agent_id", "metadata", "parent"):
                 if name in r:
                     old = self.meta.get(name)
-                    if old is None or old[0] < key:
-                        self.meta[name] = (key, r[name])
+                    if old is None or old[0] < rid:
+                        self.meta[name] = (rid, r[name])
         elif kind == "drop":
-            if self.dropped is None or key < self.dropped:
-                self.dropped = key
+            self.dropped = rid if self.dropped is None else min(self.dropped, rid)
         elif kind == "blob":
-            self.blobs[r["hash"]] = r["data"]
+            if r["hash"] not in self.blobs:
+                self.blobs[r["hash"]] = orjson.dumps(r["data"])
         elif kind == "state":
             self.states[rid] = (key, r)
         elif kind == "checkpoint":
             ns = r.get("namespace", "")
             cp_key = (ns, r["checkpoint_id"])
             old_cp = self.checkpoints.get(cp_key)
-            if old_cp is None or old_cp.key < key:
+            if old_cp is None or old_cp.rid < rid:
                 self.checkpoints[cp_key] = Checkpoint(
                     r["checkpoint_id"],
                     ns,
                     r.get("parent_id"),
                     r.get("metadata") or {},
                     from_us(key[0]),
-                    key,
+                    rid,
                     r,
                 )
         elif kind == "cp_delete":
-            self.cp_deletes.append((key, r.get("namespace", ""), r.get("checkpoint_ids")))
+            ns = r.get("namespace", "")
+            ids = r.get("checkpoint_ids")
+            if ids is None:
+                self.cp_delete_all[ns] = max(self.cp_delete_all.get(ns, ""), rid)
+            else:
+                for cp_id in ids:
+                    old_d = self.cp_delete_one.get((ns, cp_id), "")
+                    self.cp_delete_one[(ns, cp_id)] = max(old_d, rid)
         elif kind == "cp_writes":
             w_key = (r.get("namespace", ""), r["checkpoint_id"])
             per_task = self.writes.setdefault(w_key, {})
             task = f"{r['task_id']}\x00{r.get('task_path', '')}"
             old_w = per_task.get(task)
-            if old_w is None or old_w[0] < key:
+            if old_w is None or old_w[0][1] < rid:
                 per_task[task] = (key, r)
 
     def _apply_message(self, r: dict[str, Any], key: Key) -> None:
         mid = r["id"]
         if mid in self.deleted:
             return
-        edited = r.get("edited_at")
-        version: Key = (parse_us(edited), r.get("edit_id", mid)) if edited else key
+        # A message's version is "" (the original) or the id of the edit folded into it.
+        version: str = r.get("edit_id", "")
+        edited = parse_us(r["edited_at"]) if version else None
         pending = self.pending_edits.pop(mid, None)
         old_version = self.msg_version.get(mid)
         if old_version is not None and old_version >= version and pending is None:
@@ -284,13 +336,14 @@ class SessionView:
             r["content"],
             r.get("metadata") or {},
             from_us(key[0]),
-            from_us(version[0]) if edited else None,
+            None if edited is None else from_us(edited),
         )
         if old_version is not None and old_version > version:
-            msg = _with_content(msg, self.messages[mid].content, old_version)
+            old = self.messages[mid]
+            msg = _revised(msg, old.content, old.edited_at)
             version = old_version
         if pending is not None and pending[0] > version:
-            msg = _with_content(msg, pending[1]["content"], pending[0])
+            msg = _revised(msg, pending[2], from_us(pending[1]))
             version = pending[0]
         self._put(msg, key, version)
 
@@ -298,14 +351,16 @@ class SessionView:
         target = r["target"]
         if target in self.deleted:
             return
+        rid = r["id"]
         current = self.messages.get(target)
         if current is None:
             pending = self.pending_edits.get(target)
-            if pending is None or pending[0] < key:
-                self.pending_edits[target] = (key, r)
+            if pending is None or pending[0] < rid:
+                self.pending_edits[target] = (rid, key[0], r["content"])
             return
-        if self.msg_version[target] < key:
-            self._put(_with_content(current, r["content"], key), _order_key(current), key)
+        if self.msg_version[target] < rid:
+            msg = _revised(current, r["content"], from_us(key[0]))
+            self._put(msg, _order_key(current), rid)
 
     def _apply_delete(self, target: str) -> None:
         self.deleted.add(target)
@@ -318,7 +373,7 @@ class SessionView:
             del self.order_keys[i]
             del self.order[i]
 
-    def _put(self, msg: Message, key: Key, version: Key) -> None:
+    def _put(self, msg: Message, key: Key, version: str) -> None:
         mid = msg.id
         if mid in self.messages:
             i = bisect.bisect_left(self.order_keys, key)
@@ -340,11 +395,15 @@ class SessionView:
         return default if got is None else got[1]
 
     def resolve(self, record: dict[str, Any]) -> Any:
-        """The JSON value of a state or checkpoint record, rebuilt from its blobs."""
+        """The JSON value of a state or checkpoint record, rebuilt from its blobs.
+
+        Blobs are kept encoded and decoded on every call, so a caller that mutates what it
+        got back (the usual load, modify, save loop of an agent) never changes the cache.
+        """
         try:
             if "parts" in record:
-                return {k: self.blobs[h] for k, h in record["parts"].items()}
-            return self.blobs[record["value"]]
+                return {k: orjson.loads(self.blobs[h]) for k, h in record["parts"].items()}
+            return orjson.loads(self.blobs[record["value"]])
         except KeyError as e:
             raise CorruptData(
                 f"session {self.session_id!r}: blob {e} of record {record.get('id')} is missing; "
@@ -352,17 +411,22 @@ class SessionView:
             ) from None
 
     def live_checkpoints(self, namespace: str | None) -> list[Checkpoint]:
+        """Checkpoints not deleted, newest first (cached until the view changes)."""
+        cached = self._live_cache.get(namespace)
+        if cached is not None and cached[0] == self.version:
+            return cached[1]
         out = []
-        for (ns, _), cp in self.checkpoints.items():
+        for (ns, cp_id), cp in self.checkpoints.items():
             if namespace is not None and ns != namespace:
                 continue
-            if any(
-                d_key > cp.key and d_ns == ns and (ids is None or cp.checkpoint_id in ids)
-                for d_key, d_ns, ids in self.cp_deletes
-            ):
+            deleted_at = max(
+                self.cp_delete_all.get(ns, ""), self.cp_delete_one.get((ns, cp_id), "")
+            )
+            if deleted_at > cp.rid:
                 continue
             out.append(cp)
-        out.sort(key=lambda c: c.key, reverse=True)
+        out.sort(key=lambda c: c.rid, reverse=True)
+        self._live_cache[namespace] = (self.version, out)
         return out
 
 
@@ -372,13 +436,7 @@ def _order_key(msg: Message) -> Key:
     return (to_us(msg.created_at), msg.id)
 
 
-def _with_content(msg: Message, content: Any, version: Key) -> Message:
+def _revised(msg: Message, content: Any, edited_at: datetime | None) -> Message:
     return Message(
-        msg.id,
-        msg.session_id,
-        msg.role,
-        content,
-        msg.metadata,
-        msg.created_at,
-        from_us(version[0]),
+        msg.id, msg.session_id, msg.role, content, msg.metadata, msg.created_at, edited_at
     )

@@ -12,7 +12,12 @@ import duckdb
 import pytest
 
 from convstore import Store
-from convstore.frames import HEADER_SIZE, scan
+from convstore.frames import HEADER_SIZE, encode_frame, new_compressor, scan
+
+
+def torn_frame(length: int) -> bytes:
+    """The first ``length`` bytes of a real frame: what a writer killed mid-append leaves."""
+    return encode_frame(b'{"id":"x"}\n' * 50, new_compressor())[:length]
 
 
 def hot_files(store: Store, sid: str) -> list[Path]:
@@ -85,7 +90,7 @@ class TestDamage:
     ) -> None:
         path = self.fill(store)
         with open(path, "ab") as fh:
-            fh.write(b"\x5c\x2a\x4d\x18\x08\x00\x00\x00\xff\x00")  # half a header: a crash
+            fh.write(torn_frame(10))  # half a header: a writer killed mid-write
         with Store(store_path) as fresh:
             assert [m.text for m in fresh.session("s").messages()] == [f"m{i}" for i in range(10)]
             report = fresh.check()
@@ -99,7 +104,7 @@ class TestDamage:
         path = self.fill(store)
         size = path.stat().st_size
         with open(path, "ab") as fh:
-            fh.write(b"\x5c\x2a\x4d\x18\x08\x00\x00\x00" + b"\x10\x00\x00\x00")
+            fh.write(torn_frame(HEADER_SIZE + 3))  # a whole header, a few bytes of the frame
         with Store(store_path) as fresh:
             fresh.session("s").append("user", "after the crash")
             texts = [m.text for m in fresh.session("s").messages()]

@@ -221,3 +221,40 @@ class TestStateAndCheckpoints:
             ("task-1", [("chan", {"v": 1}), ("other", [1, 2])])
         ]
         assert s.get_writes("c1") == []
+
+
+class TestBatchDeletesAndLocks:
+    def test_delete_messages_removes_several_in_one_frame(self, store: Store) -> None:
+        s = store.create_session()
+        ms = s.extend([{"role": "user", "content": str(i)} for i in range(5)])
+        frames_before = len(scan_frames(s))
+        assert s.delete_messages([ms[1].id, ms[3].id]) == 2
+        assert [m.text for m in s.messages()] == ["0", "2", "4"]
+        assert len(scan_frames(s)) == frames_before + 1
+
+    def test_clear_empties_a_session_but_keeps_it(self, store: Store) -> None:
+        s = store.create_session("c")
+        s.extend([{"role": "user", "content": str(i)} for i in range(3)])
+        assert s.clear() == 3 and len(store.session("c")) == 0
+
+    def test_writes_of_a_deleted_checkpoint_do_not_come_back(self, store: Store) -> None:
+        s = store.create_session()
+        s.put_checkpoint("c1", {"a": 1})
+        s.put_writes("c1", "t", [("ch", 1)])
+        s.delete_checkpoints(["c1"])
+        s.put_checkpoint("c1", {"a": 2})
+        assert s.get_writes("c1") == []
+
+    def test_the_public_lock_excludes_other_writers_and_lets_its_holder_append(
+        self, store: Store
+    ) -> None:
+        s = store.create_session("locked")
+        with store.lock("locked"):
+            s.append("user", "inside the lock")
+        assert s.recent(1)[0].text == "inside the lock"
+
+
+def scan_frames(s: Any) -> list[Any]:
+    from convstore.frames import scan
+
+    return [f for p in sorted(s.path.glob("hot.*")) for f in scan(p.read_bytes()).frames]

@@ -94,6 +94,21 @@ class TestCompletion:
         assert result.returncode == 0
         assert result.stdout.split() == ["show"]
 
+    def test_session_ids_complete_from_the_store(self, tmp_path: Path) -> None:
+        store = str(tmp_path / "s")
+        for sid in ("trip-1", "trip-2", "work"):
+            assert run_script("--store", store, "new", "--id", sid).returncode == 0
+        script = console_script()
+        assert script is not None
+        env = {
+            **os.environ,
+            "_CONVSTORE_COMPLETE": "complete_bash",
+            "COMP_WORDS": f"convstore --store {store} show tr",
+            "COMP_CWORD": "4",
+        }
+        result = subprocess.run([script], env=env, capture_output=True, text=True, check=False)
+        assert result.stdout.split() == ["trip-1", "trip-2"]
+
     def test_show_completion_prints_a_script(self) -> None:
         result = run_script("--show-completion", "bash")
         assert result.returncode == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -61,13 +62,33 @@ MetaOpt = Annotated[
 ]
 
 
+def complete_session(ctx: typer.Context, incomplete: str) -> list[str]:
+    """Shell completion of session ids: a listing of the store's sessions folder, no more."""
+    try:
+        given = ctx.params.get("store")
+        path = store_path(ctx, Path(given) if given else None)
+        names = os.listdir(path / layout.SESSIONS)
+    except (OSError, TypeError, ValueError):
+        return []
+    return sorted(n for n in names if n.startswith(incomplete) and not n.startswith("."))[:500]
+
+
+SessionArg = Annotated[
+    str,
+    typer.Argument(metavar="SESSION", help="The session.", autocompletion=complete_session),
+]
+
+
 def store_path(ctx: typer.Context, store: Path | None) -> Path:
     """The command's --store, else the one given before the command, else the default."""
     if store is not None:
         return store.expanduser()
-    root = ctx.find_root().obj
-    if isinstance(root, dict) and root.get("store") is not None:
-        return Path(root["store"]).expanduser()
+    root = ctx.find_root()
+    given = root.obj.get("store") if isinstance(root.obj, dict) else None
+    if given is None:
+        given = root.params.get("store")  # during shell completion no callback has run
+    if given is not None:
+        return Path(given).expanduser()
     return layout.default_path()
 
 

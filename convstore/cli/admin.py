@@ -18,6 +18,7 @@ from ..importers import import_files
 from ..store import Store
 from ._common import (
     JsonOpt,
+    SessionArg,
     StoreOpt,
     err,
     open_store,
@@ -39,7 +40,7 @@ state_app = typer.Typer(
 @state_app.command("get")
 def state_get(
     ctx: typer.Context,
-    session_id: Annotated[str, typer.Argument(metavar="SESSION", help="The session.")],
+    session_id: SessionArg,
     store: StoreOpt = None,
     json: JsonOpt = False,
 ) -> None:
@@ -63,7 +64,7 @@ def state_get(
 @state_app.command("set")
 def state_set(
     ctx: typer.Context,
-    session_id: Annotated[str, typer.Argument(metavar="SESSION", help="The session.")],
+    session_id: SessionArg,
     value: Annotated[
         str | None,
         typer.Argument(metavar="[JSON]", help="The state; read from stdin when omitted or '-'."),

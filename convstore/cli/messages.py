@@ -21,7 +21,9 @@ from ..session import Session
 from ._common import (
     JsonOpt,
     MetaOpt,
+    SessionArg,
     StoreOpt,
+    complete_session,
     human_time,
     message_dict,
     open_store,
@@ -66,6 +68,7 @@ def add(
             "-s",
             metavar="SESSION",
             help="Append to this session (default: a new one).",
+            autocompletion=complete_session,
         ),
     ] = None,
     role: Annotated[
@@ -114,7 +117,7 @@ def add(
 
 def show(
     ctx: typer.Context,
-    session_id: Annotated[str, typer.Argument(metavar="SESSION", help="The session.")],
+    session_id: SessionArg,
     format: Annotated[
         ShowFormat, typer.Option("--format", "-f", help="text (a transcript), markdown or json.")
     ] = ShowFormat.text,
@@ -261,7 +264,7 @@ def _hidden(m: Message) -> bool:
 
 def edit(
     ctx: typer.Context,
-    session_id: Annotated[str, typer.Argument(metavar="SESSION", help="The session.")],
+    session_id: SessionArg,
     message_id: Annotated[str, typer.Argument(metavar="MESSAGE", help="The message to change.")],
     text: Annotated[
         str | None,

@@ -21,6 +21,7 @@ from ._common import (
     StoreOpt,
     UntilOpt,
     UserOpt,
+    complete_session,
     human_time,
     jsonable,
     open_store,
@@ -46,7 +47,14 @@ def search(
         typer.Argument(help='Words, "a phrase", AND/OR/NOT, prefix* (stemmed English matching).'),
     ],
     session_id: Annotated[
-        str | None, typer.Option("--session", "-s", metavar="SESSION", help="Only this session.")
+        str | None,
+        typer.Option(
+            "--session",
+            "-s",
+            metavar="SESSION",
+            help="Only this session.",
+            autocompletion=complete_session,
+        ),
     ] = None,
     user: UserOpt = None,
     org: OrgOpt = None,

@@ -14,10 +14,12 @@ from ._common import (
     JsonOpt,
     MetaOpt,
     OrgOpt,
+    SessionArg,
     SinceOpt,
     StoreOpt,
     UntilOpt,
     UserOpt,
+    complete_session,
     human_time,
     open_store,
     out,
@@ -133,7 +135,7 @@ def session_table(infos: list[dict[str, Any]]) -> Table:
 
 def rm(
     ctx: typer.Context,
-    session_id: Annotated[str, typer.Argument(metavar="SESSION", help="The session.")],
+    session_id: SessionArg,
     message: Annotated[
         str | None,
         typer.Option("--message", "-m", metavar="ID", help="Delete this message, not the session."),
@@ -158,7 +160,7 @@ def rm(
 
 def branch(
     ctx: typer.Context,
-    session_id: Annotated[str, typer.Argument(metavar="SESSION", help="The session to branch.")],
+    session_id: SessionArg,
     at: Annotated[
         str | None,
         typer.Option(
@@ -181,7 +183,10 @@ def branch(
 def merge(
     ctx: typer.Context,
     session_ids: Annotated[
-        list[str], typer.Argument(metavar="SESSION...", help="Two or more sessions.")
+        list[str],
+        typer.Argument(
+            metavar="SESSION...", help="Two or more sessions.", autocompletion=complete_session
+        ),
     ],
     new_id: Annotated[
         str | None, typer.Option("--id", metavar="ID", help="The new session's id.")

@@ -18,6 +18,7 @@ from ._common import (
     StoreOpt,
     UntilOpt,
     UserOpt,
+    complete_session,
     open_store,
     out,
     print_json,
@@ -49,7 +50,9 @@ def export(
     session_ids: Annotated[
         list[str] | None,
         typer.Argument(
-            metavar="[SESSION]...", help="Sessions to export (default: all that match)."
+            metavar="[SESSION]...",
+            help="Sessions to export (default: all that match).",
+            autocompletion=complete_session,
         ),
     ] = None,
     format: Annotated[

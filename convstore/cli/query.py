@@ -6,10 +6,12 @@ import csv
 import re
 import sys
 from collections.abc import Mapping, Sequence
+from datetime import date, timedelta
 from enum import Enum
 from typing import Annotated, Any
 
 import typer
+from rich.columns import Columns
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
@@ -30,8 +32,8 @@ from ._common import (
 )
 
 PANEL = "Query"
-# Snippets mark matches as <b>...</b> (tantivy's highlighter); shown in bold yellow.
-_MARK = re.compile(r"<b>(.*?)</b>", re.DOTALL)
+# Snippets mark matches between « and » (convstore.search); shown in bold yellow.
+_MARK = re.compile("\u00ab(.*?)\u00bb", re.DOTALL)
 
 
 class SqlFormat(str, Enum):
@@ -84,13 +86,19 @@ def search(
             order="newest" if newest else "relevance",
         )
         found = [hit_dict(h) for h in hits]
+        titles = {} if json else {sid: s.session(sid).title for sid in _live(s, found)}
     if json:
         print_json(found)
         return
     if not found:
         out().print(f"No messages match {query!r}.")
         return
-    out().print(render_hits(found))
+    out().print(render_hits(found, titles))
+
+
+def _live(store: Any, hits: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The hits' sessions that still exist (one may be deleted since it was indexed)."""
+    return [sid for sid in dict.fromkeys(str(h["session_id"]) for h in hits) if sid in store]
 
 
 def hit_dict(hit: Any) -> dict[str, Any]:
@@ -99,13 +107,12 @@ def hit_dict(hit: Any) -> dict[str, Any]:
     if not isinstance(d, dict):
         raise TypeError(f"unexpected search hit {hit!r}")
     return {
-        "session_id": d.get("session_id", d.get("session")),
-        "message_id": d.get("message_id", d.get("id")),
+        "session_id": d.get("session_id"),
+        "message_id": d.get("message_id"),
         "role": d.get("role"),
         "created_at": d.get("created_at"),
         "score": d.get("score"),
         "snippet": d.get("snippet", ""),
-        **{k: v for k, v in d.items() if k in ("title", "user_id", "org_id")},
     }
 
 
@@ -120,13 +127,16 @@ def highlight(snippet: str) -> Text:
     return text
 
 
-def render_hits(hits: Sequence[Mapping[str, Any]]) -> RenderableType:
+def render_hits(
+    hits: Sequence[Mapping[str, Any]], titles: Mapping[str, str | None]
+) -> RenderableType:
     items: list[RenderableType] = []
     for h in hits:
         head = Text()
         head.append(str(h["session_id"]), style="cyan")
-        if h.get("title"):
-            head.append(f"  {h['title']}", style="bold")
+        title = titles.get(str(h["session_id"]))
+        if title:
+            head.append(f"  {title}", style="bold")
         head.append(f"  {h['role']}", style="green")
         head.append(f"  {human_time(h['created_at'])}", style="dim")
         head.append(f"  {h['message_id']}", style="dim")
@@ -227,37 +237,125 @@ def stats(
     out().print(render_stats(result))
 
 
-def render_stats(result: Mapping[str, Any]) -> RenderableType:
-    """Scalars in one table, then one small table per mapping or list of rows."""
+def render_stats(d: Mapping[str, Any]) -> RenderableType:
+    """The statistics as a few small tables; keys this does not know are listed at the end."""
     parts: list[RenderableType] = []
-    main = Table(box=None, show_header=False, pad_edge=False)
-    main.add_column(style="bold")
-    main.add_column(justify="right")
-    for key, value in result.items():
-        if not isinstance(value, (dict, list)):
-            main.add_row(_label(key), _fmt(value))
-    parts.append(main)
-    for key, value in result.items():
-        if isinstance(value, dict) and value:
-            t = Table(title=_label(key), title_justify="left", box=None, pad_edge=False)
-            t.add_column("", style="bold")
-            t.add_column("", justify="right")
-            for k, v in value.items():
-                t.add_row(str(k), _fmt(v))
-            parts.extend([Text(""), t])
-        elif isinstance(value, list) and value and isinstance(value[0], dict):
-            t = Table(title=_label(key), title_justify="left", box=None, pad_edge=False)
-            cols = list(value[0])
-            for c in cols:
-                t.add_column(c, justify="right" if _numeric(value[0][c]) else "left")
-            for row in value[:15]:
-                t.add_row(*[_fmt(row.get(c)) for c in cols])
-            if len(value) > 15:
-                t.caption = f"... {len(value) - 15} more (see --json)"
-            parts.extend([Text(""), t])
-        elif isinstance(value, list) and value:
-            parts.extend([Text(""), Text(f"{_label(key)}: " + ", ".join(map(str, value[:20])))])
+    known: set[str] = set()
+
+    def take(key: str) -> Any:
+        known.add(key)
+        return d.get(key)
+
+    head = Text()
+    head.append(f"{_fmt(take('sessions'))} sessions", style="bold")
+    head.append(" · ")
+    head.append(f"{_fmt(take('messages'))} messages", style="bold")
+    first, last = take("first_message_at"), take("last_message_at")
+    if first:
+        head.append(f" · {human_time(first)} → {human_time(last)} UTC", style="dim")
+    since, until = take("since"), take("until")
+    if since or until:
+        window = f"{human_time(since) if since else '…'} → {human_time(until) if until else '…'}"
+        head.append(f"\nwindow: {window} UTC", style="cyan")
+    parts.append(head)
+
+    small: list[RenderableType] = []
+    by_role = take("messages_by_role") or {}
+    if by_role:
+        small.append(_pairs("By role", sorted(by_role.items(), key=lambda kv: -kv[1])))
+    length = take("session_length") or {}
+    if length:
+        small.append(_pairs("Session length", list(length.items())))
+    models = take("models") or {}
+    if models:
+        top = sorted(models.items(), key=lambda kv: -kv[1])[:8]
+        small.append(_pairs("Answers by model", top))
+    if small:
+        parts.append(Text(""))
+        parts.append(Columns(small, padding=(0, 4)))
+        parts.append(Text(""))
+
+    per_day = take("messages_per_day") or {}
+    if per_day:
+        parts.extend([_activity(per_day), Text("")])
+    take("messages_by_hour")
+    hours = take("busiest_hours") or []
+    if hours:
+        parts.append(Text("Busiest hours (UTC): " + ", ".join(f"{h:02d}h" for h in hours[:6])))
+    tokens = take("tokens") or {}
+    if tokens and tokens.get("total"):
+        parts.append(
+            Text(
+                f"Tokens: {_fmt(tokens.get('input'))} in · {_fmt(tokens.get('output'))} out"
+                f" · {_fmt(tokens.get('total'))} total"
+            )
+        )
+    take("tokens_by_model")
+    terms = take("top_terms") or []
+    take("terms_sampled")
+    if terms:
+        parts.append(Text("Top terms: " + ", ".join(f"{t} ({n:,})" for t, n in terms[:10])))
+    storage = take("storage") or {}
+    if storage:
+        parts.append(
+            Text(
+                f"Storage: {_size(storage.get('raw_bytes'))} of records in "
+                f"{_size(storage.get('disk_bytes'))} on disk ({storage.get('ratio', 0):.1f}x), "
+                f"{_fmt(storage.get('files'))} files",
+                style="dim",
+            )
+        )
+    rest = [(k, v) for k, v in d.items() if k not in known]
+    if rest:
+        parts.extend([Text(""), _pairs("Other", [(k, v) for k, v in rest])])
     return Group(*parts)
+
+
+def _pairs(title: str, items: Sequence[tuple[Any, Any]]) -> RenderableType:
+    t = Table(box=None, pad_edge=False, show_header=False)
+    t.add_column(no_wrap=True)
+    t.add_column(justify="right", no_wrap=True)
+    for k, v in items:
+        t.add_row(_label(str(k)), _fmt(v))
+    return Group(Text(title, style="bold"), t)
+
+
+def _activity(per_day: Mapping[str, int]) -> RenderableType:
+    """Messages per day as bars: by day up to two weeks, by week up to four months, else by
+    month, so the chart stays short."""
+    days = {date.fromisoformat(k): int(v) for k, v in per_day.items()}
+    span = (max(days) - min(days)).days + 1 if days else 0
+    title = "day" if span <= 14 else "week" if span <= 120 else "month"
+    buckets: dict[str, int] = {}
+    for day in sorted(days):
+        label = _bucket(day, title)
+        buckets[label] = buckets.get(label, 0) + days[day]
+    title = f"Messages per {title}"
+    t = Table(box=None, pad_edge=False, show_header=False)
+    t.add_column(no_wrap=True)
+    t.add_column(justify="right", no_wrap=True)
+    t.add_column(no_wrap=True)
+    top = max(buckets.values(), default=0) or 1
+    for label, n in buckets.items():
+        t.add_row(label, f"{n:,}", Text("█" * max(1, round(30 * n / top)), style="blue"))
+    return Group(Text(title, style="bold"), t)
+
+
+def _bucket(day: date, unit: str) -> str:
+    if unit == "day":
+        return day.isoformat()
+    if unit == "week":
+        return f"week of {(day - timedelta(days=day.weekday())).isoformat()}"
+    return day.isoformat()[:7]
+
+
+def _size(n: Any) -> str:
+    value = float(n or 0)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:,.0f} {unit}" if unit == "B" else f"{value:,.1f} {unit}"
+        value /= 1024
+    return f"{value:,.1f} GB"
 
 
 def _label(key: str) -> str:

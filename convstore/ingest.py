@@ -1,0 +1,677 @@
+"""Incremental ingest: find what changed in the session folders and turn it into catalog rows.
+
+The current view of a session is never re-derived here: sessions are replayed by
+``view.SessionView`` (edits, tombstones, drops, duplicates across clones), through a subclass that
+also notes which messages the records it read touched. The catalog is then *diffed* against that
+view, so a refresh writes only rows that really changed, and two processes that both read the
+same new bytes agree on the result.
+
+How a refresh finds changes, for each session folder:
+
+- a session whose view this process holds (``Views``, an LRU) is refreshed by the view itself:
+  one ``stat`` of the folder and one per hot segment, then only the appended bytes are read;
+- any other session is compared with the positions the catalog recorded (``folders`` and
+  ``files``): the same ``stat`` calls, and the folder is listed again only when its mtime moved
+  (or is too recent to trust: the racy-mtime rule of view.py). When something changed, the whole
+  session is read into a fresh view and diffed against its rows;
+- a folder that disappeared, a file that disappeared or shrank (compaction sealed it, prune or a
+  git pull removed it) makes the view start over, and the diff removes every row it no longer has.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .catalog import TABLES, Catalog, Row, TableChanges
+from .errors import CorruptData, InvalidInput
+from .ids import from_us, to_us, validate_session_id
+from .layout import HOT_RE, SEALED_RE
+from .records import Message, encode_json
+from .sealed import read_sealed
+from .view import Problem, SessionView
+
+_RACY_NS = 2_000_000_000  # as in view.py
+
+
+# -- positions: how far every file was read ---------------------------------------------------
+
+
+@dataclass
+class FilePos:
+    """What was ingested from one segment file."""
+
+    kind: str  # "hot" or "sealed"
+    size: int  # its size when last looked at
+    ingested: int  # hot: bytes read up to (a torn tail is left out); sealed: its size
+    raw_bytes: int = 0  # uncompressed JSON read from it
+    records: int = 0
+    closed: bool = False  # a hot segment that ended with an end marker never changes again
+    inode: int = 0  # the same name on another file (a restore, a checkout) means read again
+
+
+@dataclass
+class FolderPos:
+    """What was ingested from one session folder."""
+
+    mtime_ns: int
+    listed_at_ns: int
+    files: dict[str, FilePos] = field(default_factory=dict)
+
+
+def load_positions(catalog: Catalog) -> dict[str, FolderPos]:
+    """Every folder's positions, as the current catalog records them (cached on the catalog)."""
+    if catalog.positions is not None:
+        _replay(catalog.positions, catalog.position_log)
+        catalog.position_log.clear()
+        return catalog.positions
+    out: dict[str, FolderPos] = {}
+    for sid, mtime, listed in catalog.rows(
+        f"SELECT session_id, mtime_ns, listed_at_ns FROM ({catalog.live_rows('folders')})"
+    ):
+        out[sid] = FolderPos(mtime, listed)
+    for sid, name, kind, size, ingested, raw, records, closed, inode in catalog.rows(
+        "SELECT session_id, name, kind, size, ingested, raw_bytes, records, closed, inode "
+        f"FROM ({catalog.live_rows('files')})"
+    ):
+        folder = out.get(sid)
+        if folder is not None:
+            folder.files[name] = FilePos(
+                kind, size, ingested, raw, records, bool(closed), inode or 0
+            )
+    catalog.positions = out
+    return out
+
+
+def _replay(positions: dict[str, FolderPos], log: list[tuple[str, list[Any], list[Row]]]) -> None:
+    """Apply the position changes of parts loaded since the positions were read."""
+    for table, removed, rows in log:
+        if table == "files":
+            for key in removed:
+                sid, _, name = key.partition("/")
+                folder = positions.get(sid)
+                if folder is not None:
+                    folder.files.pop(name, None)
+            for r in rows:
+                folder = positions.setdefault(r["session_id"], FolderPos(0, 0))
+                folder.files[r["name"]] = FilePos(
+                    r["kind"],
+                    r["size"],
+                    r["ingested"],
+                    r["raw_bytes"],
+                    r["records"],
+                    bool(r["closed"]),
+                    r["inode"] or 0,
+                )
+        else:
+            for sid in removed:
+                positions.pop(sid, None)
+            for r in rows:
+                folder = positions.setdefault(r["session_id"], FolderPos(0, 0))
+                folder.mtime_ns, folder.listed_at_ns = r["mtime_ns"], r["listed_at_ns"]
+
+
+def folder_changed(folder: Path, pos: FolderPos) -> tuple[bool | None, bool]:
+    """(changed, settled): changed is None when the folder is gone.
+
+    ``settled`` says a racy listing was redone, found nothing new, and is now old enough to be
+    trusted: recording the new listing time stops the folder being listed on every refresh.
+    """
+    try:
+        st = os.stat(folder)
+    except FileNotFoundError:
+        return None, False
+    settled = False
+    if st.st_mtime_ns != pos.mtime_ns or pos.listed_at_ns - st.st_mtime_ns < _RACY_NS:
+        listed_at = time.time_ns()
+        try:
+            names = {n for n in os.listdir(folder) if HOT_RE.fullmatch(n) or SEALED_RE.fullmatch(n)}
+        except FileNotFoundError:
+            return None, False
+        if names != set(pos.files):
+            return True, False
+        if listed_at - st.st_mtime_ns >= _RACY_NS:
+            pos.mtime_ns, pos.listed_at_ns = st.st_mtime_ns, listed_at
+            settled = True
+    for name, fp in pos.files.items():
+        if fp.kind != "hot" or fp.closed:
+            continue  # a closed segment only ever disappears, which moves the folder's mtime
+        try:
+            fst = os.stat(folder / name)
+        except FileNotFoundError:
+            return True, False
+        if fst.st_size != fp.size or fst.st_ino != fp.inode:
+            return True, False
+    return False, settled
+
+
+# -- a view that remembers what it read ---------------------------------------------------------
+
+
+class TrackingView(SessionView):
+    """A SessionView that also records which messages new records touched, and what it read
+    from each file (sizes, raw bytes, record counts) for the catalog's ``files`` table."""
+
+    def reset(self) -> None:
+        super().reset()
+        self.full = True  # everything must be compared with the catalog (new or rebuilt view)
+        self.dirty = True  # something was read since the last ingest
+        self.touched: set[str] = set()
+        self.files: dict[str, FilePos] = {}
+        self._count = 0
+        self._sealed_raw: int | None = None
+
+    @property
+    def pending(self) -> bool:
+        return self.full or self.dirty
+
+    def ingested(self) -> None:
+        """The catalog now holds what this view shows."""
+        self.full = False
+        self.dirty = False
+        self.touched = set()
+
+    def _read_hot(self, name: str, offset: int, size: int, inode: int) -> None:
+        raw, self._count = self.raw_bytes, 0
+        super()._read_hot(name, offset, size, inode)
+        fp = self.files.setdefault(name, FilePos("hot", 0, 0))
+        fp.size = size
+        fp.ingested = self.hot_offsets[name]
+        fp.raw_bytes += self.raw_bytes - raw
+        fp.records += self._count
+        fp.closed = name in self.closed
+        fp.inode = inode
+
+    def _read_sealed(self, name: str) -> None:
+        self._count, self._sealed_raw = 0, 0
+        try:
+            super()._read_sealed(name)
+            raw = self._sealed_raw
+        finally:
+            self._sealed_raw = None
+        st = os.stat(self.folder / name)  # gone since: FileNotFoundError makes the view retry
+        ok = name in self.sealed
+        self.files[name] = FilePos(
+            "sealed",
+            st.st_size,
+            st.st_size,
+            raw if ok else 0,
+            self._count if ok else 0,
+            True,
+            st.st_ino,
+        )
+
+    def apply(self, r: dict[str, Any]) -> None:
+        self._count += 1
+        self.dirty = True
+        if self._sealed_raw is not None:
+            self._sealed_raw += len(orjson.dumps(r)) + 1
+        super().apply(r)
+        kind = r.get("kind")
+        if kind == "message":
+            self.touched.add(str(r.get("id")))
+        elif kind in ("edit", "delete"):
+            self.touched.add(str(r.get("target")))
+
+    def positions(self) -> FolderPos:
+        files: dict[str, FilePos] = {}
+        for name, offset in self.hot_offsets.items():
+            files[name] = self.files.get(name) or FilePos(
+                "hot", offset, offset, closed=name in self.closed, inode=self.inodes.get(name, 0)
+            )
+        for name, fp in self.files.items():
+            if fp.kind == "sealed":
+                files[name] = fp
+        return FolderPos(self.listed_mtime_ns, self.listed_at_ns, files)
+
+
+class Views:
+    """The sessions whose views this process keeps, so their appends are read incrementally."""
+
+    def __init__(self, limit: int = 512) -> None:
+        self.limit = limit
+        self._views: OrderedDict[str, TrackingView] = OrderedDict()
+
+    def get(self, sid: str) -> TrackingView | None:
+        view = self._views.get(sid)
+        if view is not None:
+            self._views.move_to_end(sid)
+        return view
+
+    def put(self, view: TrackingView) -> None:
+        self._views[view.session_id] = view
+        self._views.move_to_end(view.session_id)
+        while len(self._views) > self.limit:
+            self._views.popitem(last=False)
+
+    def drop(self, sid: str) -> None:
+        self._views.pop(sid, None)
+
+    def clear(self) -> None:
+        self._views.clear()
+
+    def __len__(self) -> int:
+        return len(self._views)
+
+
+# -- finding changes ----------------------------------------------------------------------------
+
+
+@dataclass
+class Update:
+    """One session to bring up to date: its view (None when its folder is gone)."""
+
+    session_id: str
+    view: TrackingView | None
+
+    @property
+    def full(self) -> bool:
+        return self.view is None or self.view.full
+
+
+def session_names(sessions_dir: Path) -> list[str]:
+    try:
+        names = os.listdir(sessions_dir)
+    except FileNotFoundError:
+        return []
+    out = []
+    for n in names:
+        try:
+            out.append(validate_session_id(n))
+        except InvalidInput:
+            continue  # not a session folder; check() reports it
+    return out
+
+
+def collect(
+    sessions_dir: Path,
+    positions: dict[str, FolderPos],
+    views: Views,
+    only: Iterable[str] | None = None,
+) -> tuple[list[Update], set[str]]:
+    """The sessions that changed since the catalog last recorded them, and the folders whose
+    racy listing settled (their new positions are worth recording with the next part).
+
+    ``only`` limits the scan to some sessions (this process's own writes) and then never
+    reports a folder as gone.
+    """
+    updates: list[Update] = []
+    settled: set[str] = set()
+    names = session_names(sessions_dir) if only is None else list(only)
+    for sid in names:
+        folder = sessions_dir / sid
+        view = views.get(sid)
+        if view is not None:
+            view.refresh()
+            if not folder.exists():
+                views.drop(sid)
+                if sid in positions:
+                    updates.append(Update(sid, None))
+            elif view.pending:
+                updates.append(Update(sid, view))
+            continue
+        pos = positions.get(sid)
+        if pos is not None:
+            changed, now_settled = folder_changed(folder, pos)
+            if changed is None:
+                updates.append(Update(sid, None))
+                continue
+            if not changed:
+                if now_settled:
+                    settled.add(sid)
+                continue
+        elif not folder.is_dir():
+            continue
+        view = TrackingView(sid, folder)
+        view.refresh()
+        views.put(view)
+        updates.append(Update(sid, view))
+    if only is None:
+        present = set(names)
+        updates.extend(Update(sid, None) for sid in positions if sid not in present)
+    return updates, settled
+
+
+# -- rows ---------------------------------------------------------------------------------------
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None or value == {} else encode_json(value)
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def usage(metadata: dict[str, Any]) -> tuple[str | None, int | None, int | None]:
+    """(model, input tokens, output tokens) from the conventions metadata carries them in:
+    ``tokens: {input, output}``, or ``usage`` as OpenAI (prompt/completion_tokens) or Anthropic
+    (input/output_tokens) report it."""
+    model = metadata.get("model")
+    model = model if isinstance(model, str) else None
+    t_in = t_out = None
+    tokens = metadata.get("tokens")
+    if isinstance(tokens, dict):
+        t_in, t_out = _int(tokens.get("input")), _int(tokens.get("output"))
+    use = metadata.get("usage")
+    if isinstance(use, dict):
+        if t_in is None:
+            t_in = _int(use.get("input_tokens", use.get("prompt_tokens")))
+        if t_out is None:
+            t_out = _int(use.get("output_tokens", use.get("completion_tokens")))
+    return model, t_in, t_out
+
+
+def message_row(m: Message, session: tuple[Any, Any, Any]) -> Row:
+    text = m.text
+    model, t_in, t_out = usage(m.metadata)
+    at = m.created_at
+    return {
+        "_rk": None,
+        "id": m.id,
+        "session_id": m.session_id,
+        "role": m.role,
+        "text": text,
+        "parts": None if isinstance(m.content, str) else encode_json(m.content),
+        "metadata": _json(m.metadata),
+        "created_at": at,
+        "edited_at": m.edited_at,
+        "day": at.date(),
+        "hour": at.hour,
+        "user_id": session[0],
+        "org_id": session[1],
+        "agent_id": session[2],
+        "model": model,
+        "tokens_in": t_in,
+        "tokens_out": t_out,
+        "chars": len(text),
+    }
+
+
+def session_fields(view: SessionView) -> tuple[Any, Any, Any]:
+    return (view.field("user_id"), view.field("org_id"), view.field("agent_id"))
+
+
+def session_row(view: TrackingView, pos: FolderPos) -> Row:
+    parent = view.field("parent") or {}
+    first = view.order[0].created_at if view.order else None
+    last = view.order[-1].created_at if view.order else None
+    return {
+        "id": view.session_id,
+        "title": view.field("title"),
+        "user_id": view.field("user_id"),
+        "org_id": view.field("org_id"),
+        "agent_id": view.field("agent_id"),
+        "metadata": _json(view.field("metadata")),
+        "parent_session": parent.get("session") if isinstance(parent, dict) else None,
+        "parent_message": parent.get("message") if isinstance(parent, dict) else None,
+        "created_at": from_us(view.first_key[0]) if view.first_key else None,
+        "updated_at": from_us(view.last_us),
+        "message_count": len(view.messages),
+        "first_message_at": first,
+        "last_message_at": last,
+        "raw_bytes": sum(f.raw_bytes for f in pos.files.values()),
+        "disk_bytes": sum(f.size for f in pos.files.values()),
+    }
+
+
+def position_rows(sid: str, pos: FolderPos) -> tuple[Row, list[Row]]:
+    folder = {"session_id": sid, "mtime_ns": pos.mtime_ns, "listed_at_ns": pos.listed_at_ns}
+    files = [
+        {
+            "_key": f"{sid}/{name}",
+            "session_id": sid,
+            "name": name,
+            "kind": fp.kind,
+            "size": fp.size,
+            "ingested": fp.ingested,
+            "raw_bytes": fp.raw_bytes,
+            "records": fp.records,
+            "closed": fp.closed,
+            "inode": fp.inode,
+        }
+        for name, fp in sorted(pos.files.items())
+    ]
+    return folder, files
+
+
+# -- planning: the diff between the views and the catalog --------------------------------------
+
+
+@dataclass
+class IndexChanges:
+    """What the search index must do: (re)add these messages, drop these ids and sessions."""
+
+    add: list[Row] = field(default_factory=list)
+    delete: set[str] = field(default_factory=set)
+    delete_sessions: set[str] = field(default_factory=set)
+
+    def __bool__(self) -> bool:
+        return bool(self.add or self.delete or self.delete_sessions)
+
+
+@dataclass
+class Plan:
+    tables: dict[str, TableChanges]
+    index: IndexChanges
+
+    def __bool__(self) -> bool:
+        return bool(self.index) or any(self.tables.values())
+
+
+def _edited_us(m: Message) -> int | None:
+    return None if m.edited_at is None else to_us(m.edited_at)
+
+
+def plan(catalog: Catalog, updates: list[Update], settled: Iterable[str] = ()) -> Plan:
+    """The catalog and index changes that make ``updates`` current."""
+    tables = {name: TableChanges() for name in TABLES}
+    index = IndexChanges()
+    if not updates and not settled:
+        return Plan(tables, index)
+    done: set[str] = set()
+    sids = [u.session_id for u in updates]
+
+    known_sessions = {
+        r[0]: (r[1], r[2], r[3])
+        for r in catalog.rows(
+            "SELECT id, user_id, org_id, agent_id FROM "
+            f"({catalog.live_rows('sessions', 'id = ANY($1)')})",
+            [sids],
+        )
+    }
+
+    def alive(u: Update) -> bool:
+        v = u.view
+        return v is not None and v.exists and v.dropped is None
+
+    # Sessions compared message by message against every row the catalog holds for them: new
+    # or rebuilt views, removed sessions, and sessions whose user, org or agent changed (those
+    # are copied into every message row).
+    whole: set[str] = set()
+    for u in updates:
+        v = u.view
+        if not alive(u) or u.full:
+            whole.add(u.session_id)
+        elif v is not None and u.session_id in known_sessions:
+            if session_fields(v) != known_sessions[u.session_id]:
+                whole.add(u.session_id)
+    existing: dict[str, dict[str, tuple[int | None, int | None]]] = {s: {} for s in sids}
+    if whole:
+        for sid, mid, rk, edited in catalog.rows(
+            "SELECT session_id, id, _rk, epoch_us(edited_at) FROM "
+            f"({catalog.live_rows('messages', 'session_id = ANY($1)')})",
+            [sorted(whole)],
+        ):
+            existing[sid][mid] = (rk, edited)
+    touched = sorted(
+        {
+            mid
+            for u in updates
+            if u.session_id not in whole and u.view is not None
+            for mid in u.view.touched
+        }
+    )
+    if touched:
+        for sid, mid, rk, edited in catalog.rows(
+            "SELECT session_id, id, _rk, epoch_us(edited_at) FROM "
+            f"({catalog.live_rows('messages', 'id = ANY($1)')})",
+            [touched],
+        ):
+            if sid in existing:
+                existing[sid][mid] = (rk, edited)
+
+    def by_session(table: str, cols: str) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {s: {} for s in sids}
+        for sid, key, *rest in catalog.rows(
+            f"SELECT session_id, {cols} FROM ({catalog.live_rows(table, 'session_id = ANY($1)')})",
+            [sids],
+        ):
+            out[sid][key] = rest[0] if rest else None
+        return out
+
+    old_states = by_session("states", "id")
+    old_cps = by_session("checkpoints", "_key, record_id")
+    old_files = by_session("files", "_key")
+
+    msgs = tables["messages"]
+    for u in updates:
+        sid, view = u.session_id, u.view
+        old = existing[sid]
+        if not alive(u):
+            for mid, (rk, _) in old.items():
+                msgs.removed.add(mid)
+                if rk is not None:
+                    msgs.masks.add(rk)
+            index.delete_sessions.add(sid)
+            if sid in known_sessions:
+                tables["sessions"].removed.add(sid)
+                tables["sessions"].masks.add(sid)
+            _remove_keys(tables["states"], old_states[sid])
+            _remove_keys(tables["checkpoints"], old_cps[sid])
+        else:
+            assert view is not None
+            fields = session_fields(view)
+            force = sid in known_sessions and fields != known_sessions[sid]
+            candidates = set(old) | set(view.messages) if sid in whole else set(view.touched)
+            for mid in candidates:
+                msg = view.messages.get(mid)
+                prev = old.get(mid)
+                if msg is None:
+                    if prev is not None:
+                        msgs.removed.add(mid)
+                        if prev[0] is not None:
+                            msgs.masks.add(prev[0])
+                        index.delete.add(mid)
+                    continue
+                if prev is not None and not force and prev[1] == _edited_us(msg):
+                    continue
+                row = message_row(msg, fields)
+                msgs.rows.append(row)
+                if prev is not None and prev[0] is not None:
+                    msgs.masks.add(prev[0])
+                index.add.append(row)
+            pos = view.positions()
+            tables["sessions"].rows.append(session_row(view, pos))
+            tables["sessions"].masks.add(sid)
+            _diff_states(tables["states"], view, old_states[sid])
+            _diff_checkpoints(tables["checkpoints"], view, old_cps[sid])
+        # Positions: what was read from each file, or nothing when the folder is gone.
+        files = tables["files"]
+        done.add(sid)
+        if view is None:
+            tables["folders"].removed.add(sid)
+            tables["folders"].masks.add(sid)
+            _remove_keys(files, old_files[sid])
+            continue
+        pos = view.positions()
+        folder_row, file_rows = position_rows(sid, pos)
+        tables["folders"].rows.append(folder_row)
+        tables["folders"].masks.add(sid)
+        keys = {r["_key"] for r in file_rows}
+        _remove_keys(files, {k: None for k in old_files[sid] if k not in keys})
+        files.rows.extend(file_rows)
+        files.masks.update(keys)
+    for sid in settled:
+        pos = (catalog.positions or {}).get(sid)
+        if pos is None or sid in done:
+            continue
+        folder_row, _ = position_rows(sid, pos)
+        tables["folders"].rows.append(folder_row)
+        tables["folders"].masks.add(sid)
+    return Plan(tables, index)
+
+
+def _remove_keys(change: TableChanges, keys: Iterable[str]) -> None:
+    for k in keys:
+        change.removed.add(k)
+        change.masks.add(k)
+
+
+def _diff_states(change: TableChanges, view: SessionView, old: dict[str, Any]) -> None:
+    for rid, (key, record) in view.states.items():
+        if rid in old:
+            continue
+        parts = record.get("parts")
+        change.rows.append(
+            {
+                "id": rid,
+                "session_id": view.session_id,
+                "created_at": from_us(key[0]),
+                "keys": sorted(parts) if isinstance(parts, dict) else None,
+            }
+        )
+        change.masks.add(rid)
+    _remove_keys(change, [rid for rid in old if rid not in view.states])
+
+
+def _diff_checkpoints(change: TableChanges, view: SessionView, old: dict[str, Any]) -> None:
+    live = {}
+    for cp in view.live_checkpoints(None):
+        live[f"{view.session_id}/{cp.namespace}/{cp.checkpoint_id}"] = cp
+    for key, cp in live.items():
+        if old.get(key) == cp.rid:
+            continue
+        change.rows.append(
+            {
+                "_key": key,
+                "session_id": view.session_id,
+                "namespace": cp.namespace,
+                "checkpoint_id": cp.checkpoint_id,
+                "parent_id": cp.parent_id,
+                "metadata": _json(cp.metadata),
+                "created_at": cp.created_at,
+                "record_id": cp.rid,
+            }
+        )
+        change.masks.add(key)
+    _remove_keys(change, [k for k in old if k not in live])
+
+
+def all_rows(view: TrackingView) -> dict[str, list[Row]]:
+    """Every row of one session, for a cold rebuild (no diff: the catalog is empty)."""
+    out: dict[str, list[Row]] = {name: [] for name in TABLES}
+    pos = view.positions()
+    folder_row, file_rows = position_rows(view.session_id, pos)
+    out["folders"].append(folder_row)
+    out["files"].extend(file_rows)
+    if not view.exists or view.dropped is not None:
+        return out
+    fields = session_fields(view)
+    out["messages"] = [message_row(m, fields) for m in view.order]
+    out["sessions"].append(session_row(view, pos))
+    states = TableChanges()
+    _diff_states(states, view, {})
+    out["states"] = states.rows
+    cps = TableChanges()
+    _diff_checkpoints(cps, view, {})
+    out["checkpoints"] = cps.rows
+    return out

@@ -1,0 +1,614 @@
+"""The query layer: SQL, search, statistics and fast listings over a derived, rebuildable cache.
+
+Everything here lives under ``<store>/.cache/`` and is derived from the segment files
+(invariant 1): the DuckDB catalog (``catalog.py``), the tantivy index (``search.py``), kept up to
+date by incremental ingest (``ingest.py``). Delete ``.cache`` and the next query rebuilds it. A
+cache that is missing, damaged, half-written, of another version or made for another store
+folder is detected when it is opened or read and rebuilt, never trusted.
+
+Freshness: the first query in a process, and every ``refresh()``, reads what changed in every
+session folder. Between refreshes, queries catch up with this process's own appends (cheap: no
+scan), and see other processes' writes as of the last refresh, like a snapshot.
+
+Concurrency: one refresher at a time per store, under a store-wide lock; readers take no lock
+and never wait for a refresh, except the first open of an empty cache, which waits for the build.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import duckdb
+import filelock
+import pyarrow as pa
+
+from . import layout
+from .catalog import (
+    TABLES,
+    BaseBuilder,
+    CacheInvalid,
+    Catalog,
+    Manifest,
+    new_name,
+    read_manifest,
+    write_manifest,
+)
+from .dates import When, parse_range
+from .errors import ConvstoreError, InvalidInput, LockTimeout, QueryError
+from .ids import from_us
+from .ingest import TrackingView, Views, all_rows, collect, load_positions, plan, session_names
+from .locks import store_lock
+from .records import check_role
+from .search import SearchHit, SearchIndex, document, make_snippet, query_words
+from .stats import Stats, compute
+
+if TYPE_CHECKING:
+    import pandas
+
+    from .store import Store
+
+__all__ = ["QueryLayer", "QueryResult", "SearchHit", "Stats"]
+
+# A cold build of a million messages takes about a minute; a process that needs the catalog
+# while another builds it waits for that build rather than building a second one.
+REFRESH_TIMEOUT = 900.0
+MAX_LIMIT = 10_000
+_ALLOWED = frozenset({"SELECT", "EXPLAIN"})
+
+
+class QueryResult:
+    """Rows of a SQL query, with Arrow, pandas and dict forms."""
+
+    def __init__(self, table: pa.Table) -> None:
+        self._table = table
+        self._rows: list[tuple[Any, ...]] | None = None
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self._table.column_names)
+
+    @property
+    def rows(self) -> list[tuple[Any, ...]]:
+        if self._rows is None:
+            cols = [c.to_pylist() for c in self._table.columns]
+            self._rows = list(zip(*cols)) if cols else []
+        return self._rows
+
+    def __len__(self) -> int:
+        return self._table.num_rows
+
+    def __iter__(self) -> Iterator[tuple[Any, ...]]:
+        return iter(self.rows)
+
+    def __getitem__(self, index: int) -> tuple[Any, ...]:
+        return self.rows[index]
+
+    def __repr__(self) -> str:
+        return f"QueryResult(columns={self.columns!r}, rows={len(self)})"
+
+    def scalar(self) -> Any:
+        """The first column of the first row (None when there is no row)."""
+        return self.rows[0][0] if len(self) and self.columns else None
+
+    def to_arrow(self) -> pa.Table:
+        return self._table
+
+    def to_dicts(self) -> list[dict[str, Any]]:
+        return self._table.to_pylist()  # type: ignore[no-any-return]
+
+    def to_pandas(self) -> pandas.DataFrame:
+        """A pandas DataFrame (needs pandas installed)."""
+        try:
+            return self._table.to_pandas()
+        except ImportError:
+            raise ConvstoreError(
+                "to_pandas() needs pandas: pip install pandas (or use to_arrow())"
+            ) from None
+
+    df = to_pandas
+
+
+class QueryLayer:
+    """SQL, search, statistics and listings for one store (``Store`` delegates to it)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.root = store.path
+        self.sessions_dir = store.path / layout.SESSIONS
+        self.catalog_dir = store.path / layout.CACHE / "catalog"
+        self.index_dir = store.path / layout.CACHE / "index"
+        self._lock = threading.RLock()
+        self._catalog: Catalog | None = None
+        self._index: SearchIndex | None = None
+        self._index_opstamp = -1
+        self._views = Views()
+        self._refreshed = False
+        self._stale: set[str] = set()
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        with self._lock:
+            if self._catalog is not None:
+                self._catalog.close()
+            self._catalog = None
+            self._index = None
+            self._views.clear()
+            self._refreshed = False
+
+    def _identity(self) -> str:
+        # The cache belongs to this folder: a copy of the store (cp -r, a restored backup) has
+        # a new inode and rebuilds, where a renamed or moved store keeps its cache.
+        st = os.stat(self.sessions_dir)
+        return f"{st.st_dev}:{st.st_ino}"
+
+    @contextmanager
+    def _refresh_lock(self) -> Iterator[None]:
+        lock = store_lock(self.root, "catalog", timeout=REFRESH_TIMEOUT)
+        try:
+            lock.acquire()
+        except filelock.Timeout:
+            raise LockTimeout(
+                f"another process has held the catalog lock of {self.root} for over "
+                f"{REFRESH_TIMEOUT:.0f}s (a rebuild?); retry later"
+            ) from None
+        try:
+            yield
+        finally:
+            lock.release()
+
+    def _install(self, manifest: Manifest) -> None:
+        """Make ``manifest`` this process's snapshot (raises CacheInvalid)."""
+        if self._catalog is None:
+            self.catalog_dir.mkdir(parents=True, exist_ok=True)
+            self._catalog = Catalog(self.catalog_dir)
+        index = self._index
+        if index is None or index.path.name != manifest.index:
+            index = SearchIndex(self.index_dir / manifest.index)
+            self._views.clear()  # a rebuilt cache: compare everything again
+            self._index_opstamp = -1
+        on_disk = index.opstamp()
+        if on_disk < manifest.index_opstamp:
+            raise CacheInvalid(
+                f"search index {index.path} is behind the catalog "
+                f"({on_disk} < {manifest.index_opstamp})"
+            )
+        self._catalog.load(manifest)
+        if on_disk != self._index_opstamp:
+            index.reload()
+            self._index_opstamp = on_disk
+        self._index = index
+
+    def _load(self) -> None:
+        """Load the current snapshot, retrying a publish that raced with us, else rebuild."""
+        identity = self._identity()
+        for attempt in range(3):
+            try:
+                self._install(read_manifest(self.catalog_dir, identity))
+                return
+            except CacheInvalid:
+                if attempt < 2:
+                    time.sleep(0.02 * (attempt + 1))
+        with self._refresh_lock():
+            try:
+                self._install(read_manifest(self.catalog_dir, identity))
+            except CacheInvalid as e:
+                self._rebuild(str(e))
+
+    def _sync(self) -> None:
+        """Catch up with snapshots other processes published (one stat when none did)."""
+        if self._catalog is None:
+            self._load()
+        elif self._catalog.changed_on_disk():
+            try:
+                self._install(read_manifest(self.catalog_dir, self._identity()))
+            except CacheInvalid:
+                self._load()
+
+    def _ready(self) -> tuple[Catalog, SearchIndex]:
+        """The snapshot to answer a query from: fresh for the first query, then own writes."""
+        self._sync()
+        if not self._refreshed:
+            self._refresh(None)
+        else:
+            own = self._own_writes()
+            if own or self._stale:
+                self._refresh(own)
+        assert self._catalog is not None and self._index is not None
+        return self._catalog, self._index
+
+    def _own_writes(self) -> list[str]:
+        """Sessions this process appended to since the catalog last read them.
+
+        The store's appenders know where their last append ended; comparing that with what
+        the catalog ingested costs no system call.
+        """
+        assert self._catalog is not None
+        store = self.store
+        with store._guard:
+            appenders = [(sid, ap.path, ap.end) for sid, ap in store._appenders.items()]
+        if not appenders:
+            return []
+        positions = load_positions(self._catalog)
+        dirty = []
+        for sid, path, end in appenders:
+            if path is None:
+                continue
+            pos = positions.get(sid)
+            fp = None if pos is None else pos.files.get(path.name)
+            if fp is None or fp.ingested != end:
+                dirty.append(sid)
+        return dirty
+
+    # -- refreshing ---------------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        """Bring the catalog and the index up to date with every session folder."""
+        with self._lock:
+            self._sync()
+            self._refresh(None)
+
+    def _refresh(self, only: list[str] | None) -> None:
+        with self._refresh_lock():
+            self._sync()
+            catalog, index = self._catalog, self._index
+            assert catalog is not None and index is not None
+            positions = load_positions(catalog)
+            updates, settled = collect(self.sessions_dir, positions, self._views, only)
+            changes = plan(catalog, updates, settled)
+            stale = self._verified_stale(catalog)
+            manifest = catalog.manifest
+            assert manifest is not None
+            opstamp = manifest.index_opstamp
+            if changes.index or stale:
+                opstamp = index.apply(
+                    changes.index.add,
+                    changes.index.delete | stale,
+                    changes.index.delete_sessions,
+                )
+                self._index_opstamp = index.opstamp()
+            if any(changes.tables.values()):
+                catalog.publish(changes.tables, opstamp)
+            elif opstamp != manifest.index_opstamp:
+                catalog.set_index_opstamp(opstamp)
+            for u in updates:
+                if u.view is not None:
+                    u.view.ingested()
+            self._stale.clear()
+            if catalog.needs_merge(catalog.base_message_count()):
+                catalog.merge()
+            if only is None:
+                self._refreshed = True
+
+    def _verified_stale(self, catalog: Catalog) -> set[str]:
+        """Index documents a search found without a catalog row, still without one now."""
+        if not self._stale:
+            return set()
+        known = {
+            r[0]
+            for r in catalog.rows(
+                f"SELECT id FROM ({catalog.live_rows('messages', 'id = ANY($1)')})",
+                [sorted(self._stale)],
+            )
+        }
+        return self._stale - known
+
+    def reindex(self, progress: Callable[[int, int], None] | None = None) -> None:
+        """Throw the cache away and rebuild it from the files; ``progress(done, total)``."""
+        with self._lock, self._refresh_lock():
+            if self._catalog is None:
+                self.catalog_dir.mkdir(parents=True, exist_ok=True)
+                self._catalog = Catalog(self.catalog_dir)
+            self._rebuild("reindex asked for", progress)
+
+    def _rebuild(
+        self, reason: str, progress: Callable[[int, int], None] | None = None
+    ) -> None:
+        """Build a new base and index from every file and publish them (under the lock)."""
+        if self._catalog is None:
+            self.catalog_dir.mkdir(parents=True, exist_ok=True)
+            self._catalog = Catalog(self.catalog_dir)
+        catalog = self._catalog
+        identity = self._identity()
+        try:
+            seq = read_manifest(self.catalog_dir, identity).seq
+        except CacheInvalid:
+            seq = 0
+        gen = new_name(seq + 1)
+        base_name = f"base.{gen}.duckdb"
+        self._views.clear()
+        self.index_dir.mkdir(parents=True, exist_ok=True)
+        index = SearchIndex(self.index_dir / gen, create=True)
+        writer = index.bulk()
+        builder = BaseBuilder(catalog, base_name)
+        try:
+            names = sorted(session_names(self.sessions_dir))
+            for done, sid in enumerate(names, 1):
+                view = TrackingView(sid, self.sessions_dir / sid)
+                view.refresh()
+                rows = all_rows(view)
+                for table, table_rows in rows.items():
+                    if table_rows:
+                        builder.add(table, table_rows)
+                for row in rows["messages"]:
+                    writer.add_document(document(row))
+                if progress is not None:
+                    progress(done, len(names))
+            builder.finish()
+            opstamp = int(writer.commit())
+            writer.wait_merging_threads()
+        except BaseException:
+            builder.abort()
+            try:
+                writer.rollback()
+            except BaseException:  # noqa: S110 - report the original error
+                pass
+            raise
+        manifest = Manifest(identity, base_name, gen, [], seq + 1, opstamp)
+        write_manifest(self.catalog_dir, manifest)
+        self._index = None
+        self._install(manifest)
+        self._refreshed = True
+        catalog.collect_garbage()
+        for entry in os.scandir(self.index_dir):
+            if entry.name != gen:
+                _remove_tree(Path(entry.path))
+        del reason  # kept for debugging; the rebuild itself says nothing
+
+    def _recover(self, what: str) -> None:
+        """The snapshot in use turned out damaged while reading it: rebuild, under the lock."""
+        with self._refresh_lock():
+            self._rebuild(what)
+
+    # -- SQL ----------------------------------------------------------------------------------
+
+    def sql(
+        self, query: str, params: Sequence[Any] | Mapping[str, Any] | None = None
+    ) -> QueryResult:
+        """Run one read-only statement (SELECT, WITH, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN)."""
+        if not isinstance(query, str) or not query.strip():
+            raise QueryError("the SQL query is empty")
+        if params is not None and not isinstance(params, (Mapping, list, tuple)):
+            raise QueryError(
+                f"params must be a list, a tuple or a dict, not {type(params).__name__}"
+            )
+        args: Any = list(params) if isinstance(params, tuple) else params
+        with self._lock:
+            catalog, _ = self._ready()
+            try:
+                statements = catalog.con.extract_statements(query)
+            except duckdb.Error as e:
+                raise QueryError(f"SQL error: {_first_line(e)}") from None
+            if len(statements) != 1:
+                raise QueryError(
+                    f"run one SQL statement at a time (got {len(statements)}); "
+                    "the catalog is read-only"
+                )
+            kind = statements[0].type.name
+            if kind not in _ALLOWED:
+                raise QueryError(
+                    f"{kind} statements are refused: the catalog is a read-only cache of the "
+                    "store's files. Query it with SELECT (or WITH, DESCRIBE, SHOW, SUMMARIZE); "
+                    "change data through the store API"
+                )
+            for attempt in range(2):
+                try:
+                    rel = catalog.con.sql(query, params=args)
+                    table = rel.to_arrow_table() if rel is not None else pa.table({})
+                    return QueryResult(table)
+                except duckdb.Error as e:
+                    if attempt == 0 and _is_damage(e, self.catalog_dir):
+                        self._recover(str(e))
+                        catalog, _ = self._ready()
+                        continue
+                    raise QueryError(f"SQL error: {_first_line(e)}") from None
+        raise AssertionError("unreachable")
+
+    # -- search -------------------------------------------------------------------------------
+
+    def search(
+        self,
+        query: str,
+        *,
+        session_id: str | None = None,
+        user_id: str | None = None,
+        org_id: str | None = None,
+        role: str | None = None,
+        since: When | None = None,
+        until: When | None = None,
+        limit: int = 20,
+        order: Literal["relevance", "newest"] = "relevance",
+    ) -> list[SearchHit]:
+        """Ranked full-text search over every message's text (see search.py for the syntax)."""
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 0 < limit <= MAX_LIMIT:
+            raise InvalidInput(f"limit must be an integer from 1 to {MAX_LIMIT}, not {limit!r}")
+        if order not in ("relevance", "newest"):
+            raise InvalidInput(f"order must be 'relevance' or 'newest', not {order!r}")
+        if role is not None:
+            check_role(role)
+        for name, value in (("session_id", session_id), ("user_id", user_id), ("org_id", org_id)):
+            if value is not None and not isinstance(value, str):
+                raise InvalidInput(f"{name} must be a string, not {type(value).__name__}")
+        lo, hi = parse_range(since, until)
+        with self._lock:
+            for attempt in range(2):
+                try:
+                    return self._search(
+                        query, session_id, user_id, org_id, role, lo, hi, limit, order
+                    )
+                except CacheInvalid as e:
+                    if attempt:
+                        raise ConvstoreError(f"the search index cannot be read: {e}") from None
+                    self._recover(str(e))
+        raise AssertionError("unreachable")
+
+    def _search(
+        self,
+        query: str,
+        session_id: str | None,
+        user_id: str | None,
+        org_id: str | None,
+        role: str | None,
+        lo: int | None,
+        hi: int | None,
+        limit: int,
+        order: str,
+    ) -> list[SearchHit]:
+        catalog, index = self._ready()
+        parsed, prefixes = index.parse(query)
+        filters = index.filters(
+            session_id=session_id,
+            user_id=user_id,
+            org_id=org_id,
+            role=role,
+            since_us=lo,
+            until_us=hi,
+        )
+        newest = order == "newest"
+        try:
+            top = index.top(parsed, filters, limit, newest)
+        except BaseException as e:
+            if isinstance(e, ValueError):
+                raise QueryError(f"search failed: {e}") from None
+            if isinstance(e, Exception) or type(e).__name__ == "PanicException":
+                raise CacheInvalid(str(e)) from None
+            raise
+        rows = self._texts(catalog, [mid for _, mid, _ in top])
+        if len(rows) < len(top):
+            self._sync()  # another process may have indexed them a moment before publishing
+            catalog, _ = self._catalog, self._index  # type: ignore[assignment]
+            assert catalog is not None
+            rows = self._texts(catalog, [mid for _, mid, _ in top])
+        gen = index.highlighter(parsed, prefixes)
+        words = query_words(query)
+        hits = []
+        for score, mid, _ in top:
+            row = rows.get(mid)
+            if row is None:
+                self._stale.add(mid)  # in the index, gone from the catalog: removed next refresh
+                continue
+            sid, msg_role, created_us, text, user, org, title = row
+            hits.append(
+                SearchHit(
+                    session_id=sid,
+                    message_id=mid,
+                    created_at=from_us(created_us),
+                    role=msg_role,
+                    score=score,
+                    snippet=make_snippet(gen, text, words),
+                    text=text,
+                    title=title,
+                    user_id=user,
+                    org_id=org,
+                )
+            )
+        return hits
+
+    @staticmethod
+    def _texts(catalog: Catalog, ids: list[str]) -> dict[str, tuple[Any, ...]]:
+        """(session, role, time, text, user, org, title) of the given messages."""
+        if not ids:
+            return {}
+        found = catalog.rows(
+            "SELECT id, session_id, role, epoch_us(created_at), text, user_id, org_id FROM "
+            f"({catalog.live_rows('messages', 'id = ANY($1)')})",
+            [ids],
+        )
+        sids = sorted({r[1] for r in found})
+        titles = dict(
+            catalog.rows(
+                f"SELECT id, title FROM ({catalog.live_rows('sessions', 'id = ANY($1)')})",
+                [sids],
+            )
+        )
+        return {r[0]: (*r[1:], titles.get(r[1])) for r in found}
+
+    # -- statistics and listings --------------------------------------------------------------
+
+    def stats(
+        self,
+        *,
+        user_id: str | None = None,
+        org_id: str | None = None,
+        since: When | None = None,
+        until: When | None = None,
+    ) -> Stats:
+        """Counts, session lengths, activity, top terms, tokens, models and storage."""
+        lo, hi = parse_range(since, until)
+        with self._lock:
+            catalog, _ = self._ready()
+            try:
+                return compute(catalog, user_id=user_id, org_id=org_id, since_us=lo, until_us=hi)
+            except duckdb.Error as e:
+                if not _is_damage(e, self.catalog_dir):
+                    raise
+                self._recover(str(e))
+                catalog, _ = self._ready()
+                return compute(catalog, user_id=user_id, org_id=org_id, since_us=lo, until_us=hi)
+
+    def sessions(
+        self,
+        *,
+        user_id: str | None = None,
+        org_id: str | None = None,
+        since: int | None = None,
+        until: int | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[str]:
+        """Ids of live sessions, newest activity first (``since``/``until`` in microseconds).
+
+        Reads every folder first (a full refresh), so it lists what other processes created
+        a moment ago, as ``Store.sessions()`` always has.
+        """
+        conds, params = [], []
+        for column, value in (("user_id", user_id), ("org_id", org_id)):
+            if value is not None:
+                conds.append(f"{column} = ?")
+                params.append(value)
+        if since is not None:
+            conds.append("epoch_us(updated_at) >= ?")
+            params.append(since)
+        if until is not None:
+            conds.append("epoch_us(updated_at) < ?")
+            params.append(until)
+        sql = "SELECT id FROM sessions"
+        if conds:
+            sql += " WHERE " + " AND ".join(conds)
+        sql += " ORDER BY updated_at DESC, id DESC"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        if offset:
+            sql += f" OFFSET {int(offset)}"
+        with self._lock:
+            self._sync()
+            self._refresh(None)
+            assert self._catalog is not None
+            return [r[0] for r in self._catalog.rows(sql, params)]
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+def _is_damage(e: duckdb.Error, folder: Path) -> bool:
+    """Whether a DuckDB error means a cache file is damaged rather than the query is wrong."""
+    msg = str(e)
+    if isinstance(e, (duckdb.IOException, duckdb.InternalException, duckdb.SerializationException)):
+        return str(folder) in msg or "checksum" in msg.lower() or "corrupt" in msg.lower()
+    return False
+
+
+def _remove_tree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+_TABLE_NAMES = tuple(TABLES)

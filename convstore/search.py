@@ -1,0 +1,370 @@
+"""The full-text index: tantivy (BM25), one shared index under ``<store>/.cache/index/<generation>``.
+
+One document per message of the current view: its text (tokenised ``en_stem``: lower-cased,
+split on non-alphanumerics, English Snowball stems), its id and session (stored), the session's
+user and org and the message role (exact terms, for filters), and its time (a fast field, for date
+ranges and newest-first order). The text itself is *not* stored in the index: it lives once, in
+the catalog, which search reads for the few hits it returns. Storing it twice would cost 0.9x the
+size of the segments on top of everything else (measured: docs/QUERY.md).
+
+Any number of processes search the index at once. Only the refresher (which holds the store's
+refresh lock) opens a writer, for the length of one refresh: tantivy allows one writer at a time,
+across processes, and its lock is released when the writer is done.
+
+Query language (docs/QUERY.md): words are ANDed; ``"a phrase"``, ``OR``, ``AND``, ``NOT`` or
+``-word``, ``+word``, parentheses, ``prefix*``, and ``role:``, ``user:``, ``org:``, ``session:``
+fields. A colon after any other word is read as punctuation (chat text is full of them).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import tantivy
+
+from .catalog import CacheInvalid, Row
+from .errors import QueryError
+
+SCHEMA_FIELDS = ("text", "id", "session", "user", "org", "role", "created_at")
+QUERY_FIELDS = frozenset({"text", "role", "session", "user", "org"})
+# A snippet is an HTML fragment, as tantivy (and Lucene) make them: the text escaped (&lt; &amp;
+# &quot; &#x27;), the matched words between <b> and </b>. Safe to put in a web page as is; a
+# terminal unescapes it and turns the marks into bold (the CLI does).
+HIGHLIGHT_START = "<b>"
+HIGHLIGHT_END = "</b>"
+SNIPPET_CHARS = 200
+
+
+def build_schema() -> tantivy.Schema:
+    sb = tantivy.SchemaBuilder()
+    sb.add_text_field("text", stored=False, tokenizer_name="en_stem", index_option="position")
+    for name, stored in (("id", True), ("session", True), ("user", False), ("org", False)):
+        sb.add_text_field(name, stored=stored, tokenizer_name="raw", index_option="basic")
+    sb.add_text_field("role", stored=False, tokenizer_name="raw", index_option="basic")
+    sb.add_integer_field("created_at", stored=False, indexed=True, fast=True)
+    return sb.build()
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    """One message that matched a search."""
+
+    session_id: str
+    message_id: str
+    created_at: datetime
+    role: str
+    score: float | None  # BM25 relevance; None when ordered by time
+    snippet: str  # the best passage as escaped HTML, matched words between <b> and </b>
+    text: str  # the message's whole text (plain, not escaped)
+    title: str | None = None  # of the session
+    user_id: str | None = None
+    org_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        from .ids import format_us, to_us
+
+        return {
+            "session_id": self.session_id,
+            "message_id": self.message_id,
+            "role": self.role,
+            "created_at": format_us(to_us(self.created_at)),
+            "score": self.score,
+            "snippet": self.snippet,
+            "text": self.text,
+            "title": self.title,
+            "user_id": self.user_id,
+            "org_id": self.org_id,
+        }
+
+
+def _is_panic(e: BaseException) -> bool:
+    # The Rust side of tantivy reports a panic (e.g. on a damaged file) as pyo3's
+    # PanicException, which derives from BaseException, not Exception.
+    return type(e).__name__ == "PanicException"
+
+
+class SearchIndex:
+    """One tantivy index directory, opened for searching; writers are made per refresh."""
+
+    def __init__(self, path: Path, *, create: bool = False) -> None:
+        self.path = path
+        try:
+            if create:
+                if path.exists():
+                    shutil.rmtree(path)
+                path.mkdir(parents=True)
+                self.index = tantivy.Index(build_schema(), str(path), reuse=False)
+            else:
+                if not (path / "meta.json").is_file():
+                    raise CacheInvalid(f"search index {path} is missing")
+                self.index = tantivy.Index.open(str(path))
+                fields = [f["name"] for f in self._meta().get("schema", [])]
+                if fields != list(SCHEMA_FIELDS):
+                    raise CacheInvalid(f"search index {path} has fields {fields}")
+            self.index.config_reader("manual")
+            self.searcher = self.index.searcher()
+        except CacheInvalid:
+            raise
+        except BaseException as e:
+            if isinstance(e, Exception) or _is_panic(e):
+                raise CacheInvalid(f"search index {path} cannot be opened: {e}") from None
+            raise
+        self.schema = self.index.schema
+
+    def _meta(self) -> dict[str, Any]:
+        try:
+            body = json.loads((self.path / "meta.json").read_bytes())
+        except (OSError, ValueError) as e:
+            raise CacheInvalid(f"search index {self.path} has no readable meta.json: {e}") from None
+        if not isinstance(body, dict):
+            raise CacheInvalid(f"search index {self.path} has a malformed meta.json")
+        return body
+
+    def opstamp(self) -> int:
+        """The operation stamp of the last commit on disk (tantivy's own counter)."""
+        value = self._meta().get("opstamp", 0)
+        return int(value) if isinstance(value, int) else 0
+
+    def reload(self) -> None:
+        try:
+            self.index.reload()
+            self.searcher = self.index.searcher()
+        except BaseException as e:
+            if isinstance(e, Exception) or _is_panic(e):
+                raise CacheInvalid(f"search index {self.path} cannot be read: {e}") from None
+            raise
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def apply(
+        self,
+        add: Iterable[Row],
+        delete: Iterable[str] = (),
+        delete_sessions: Iterable[str] = (),
+        *,
+        heap: int = 32_000_000,
+        threads: int = 1,
+    ) -> int:
+        """(Re)index messages and delete others in one commit; returns the commit's opstamp.
+
+        Deleting an id before adding it makes the operation idempotent: a refresh that is
+        repeated after a crash (its catalog part was never published) leaves one document.
+        """
+        writer = self.index.writer(heap, threads)
+        try:
+            for sid in delete_sessions:
+                writer.delete_documents_by_term("session", sid)
+            for mid in delete:
+                writer.delete_documents_by_term("id", mid)
+            for row in add:
+                writer.delete_documents_by_term("id", row["id"])
+                writer.add_document(document(row))
+            opstamp = int(writer.commit())
+            # Merges run in writer threads; waiting for them releases tantivy's writer lock
+            # for the next refresher and keeps the segment count bounded.
+            writer.wait_merging_threads()
+        except BaseException:
+            try:
+                writer.rollback()
+            except BaseException:  # noqa: S110 - the original error is the one to report
+                pass
+            raise
+        self.reload()
+        return opstamp
+
+    def bulk(self, heap: int = 256_000_000) -> tantivy.IndexWriter:
+        """A writer for a cold build (all cores)."""
+        return self.index.writer(heap, 0)
+
+    # -- searching ----------------------------------------------------------------------------
+
+    def parse(self, text: str) -> tuple[tantivy.Query, list[str]]:
+        """The query for ``text`` and the prefixes it holds (for highlighting)."""
+        if not isinstance(text, str) or not text.strip():
+            raise QueryError("the search query is empty; give at least one word")
+        rewritten, prefixes = rewrite(text)
+        try:
+            query = self.index.parse_query(
+                rewritten, ["text"], conjunction_by_default=True, allow_regexes=True
+            )
+        except ValueError as e:
+            raise QueryError(f"cannot parse search query {text!r}: {_reason(e)}") from None
+        return query, prefixes
+
+    def highlighter(self, query: tantivy.Query, prefixes: list[str]) -> tantivy.SnippetGenerator:
+        """A snippet generator that also marks the words a ``prefix*`` matched."""
+        extra = []
+        for prefix in prefixes:
+            for term, _ in self.searcher.terms_with_prefix("text", prefix, limit=64):
+                extra.append(tantivy.Query.term_query(self.schema, "text", term))
+        if extra:
+            query = tantivy.Query.boolean_query(
+                [(tantivy.Occur.Should, query)] + [(tantivy.Occur.Should, q) for q in extra]
+            )
+        gen = tantivy.SnippetGenerator.create(self.searcher, query, self.schema, "text")
+        gen.set_max_num_chars(SNIPPET_CHARS)
+        return gen
+
+    def filters(
+        self,
+        *,
+        session_id: str | None,
+        user_id: str | None,
+        org_id: str | None,
+        role: str | None,
+        since_us: int | None,
+        until_us: int | None,
+    ) -> list[tantivy.Query]:
+        out = []
+        for name, value in (
+            ("session", session_id),
+            ("user", user_id),
+            ("org", org_id),
+            ("role", role),
+        ):
+            if value is not None:
+                out.append(tantivy.Query.term_query(self.schema, name, value))
+        if since_us is not None or until_us is not None:
+            out.append(
+                tantivy.Query.range_query(
+                    self.schema,
+                    "created_at",
+                    tantivy.FieldType.Integer,
+                    since_us if since_us is not None else -(2**63),
+                    until_us - 1 if until_us is not None else 2**63 - 1,
+                )
+            )
+        return out
+
+    def top(
+        self, query: tantivy.Query, filters: list[tantivy.Query], limit: int, newest: bool
+    ) -> list[tuple[float | None, str, str]]:
+        """(score, message id, session id) of the best ``limit`` documents."""
+        if filters:
+            query = tantivy.Query.boolean_query(
+                [(tantivy.Occur.Must, query)] + [(tantivy.Occur.Must, f) for f in filters]
+            )
+        if newest:
+            result = self.searcher.search(
+                query, limit, count=False, order_by_field="created_at", order=tantivy.Order.Desc
+            )
+        else:
+            result = self.searcher.search(query, limit, count=False)
+        out: list[tuple[float | None, str, str]] = []
+        for key, address in result.hits:
+            doc = self.searcher.doc(address)
+            score = None if newest else float(key)
+            out.append((score, str(doc.get_first("id")), str(doc.get_first("session"))))
+        return out
+
+
+def document(row: Row) -> tantivy.Document:
+    doc = tantivy.Document()
+    doc.add_text("text", row["text"])
+    doc.add_text("id", row["id"])
+    doc.add_text("session", row["session_id"])
+    doc.add_text("role", row["role"])
+    if row.get("user_id") is not None:
+        doc.add_text("user", row["user_id"])
+    if row.get("org_id") is not None:
+        doc.add_text("org", row["org_id"])
+    created = row["created_at"]
+    from .ids import to_us
+
+    doc.add_integer("created_at", created if isinstance(created, int) else to_us(created))
+    return doc
+
+
+# -- the query language -------------------------------------------------------------------------
+
+_PREFIX = re.compile(r"(?<![\w/:.])(?:text:)?([^\W_][\w]*)\*")
+_FIELD = re.compile(r"(?<![\w/])([A-Za-z_][\w-]*):")
+
+
+def rewrite(text: str) -> tuple[str, list[str]]:
+    """Turn our query language into tantivy's, outside double-quoted phrases.
+
+    ``word*`` becomes a regular expression over the index's terms (tantivy's parser has no
+    single-word prefix), and ``word:`` becomes ``word`` unless it names a query field.
+    """
+    prefixes: list[str] = []
+    pieces = text.split('"')
+    for i in range(0, len(pieces), 2):  # even pieces are outside quotes
+        piece = pieces[i]
+
+        def prefix(m: re.Match[str]) -> str:
+            word = m.group(1).lower()
+            prefixes.append(word)
+            return f"text:/{re.escape(word)}.*/"
+
+        def field(m: re.Match[str]) -> str:
+            return m.group(0) if m.group(1) in QUERY_FIELDS else m.group(1) + " "
+
+        piece = _FIELD.sub(field, piece)
+        pieces[i] = _PREFIX.sub(prefix, piece)
+    return '"'.join(pieces), prefixes
+
+
+def _reason(e: Exception) -> str:
+    msg = str(e).strip()
+    if "Only excluding terms" in msg:
+        return "it only excludes words; add a word to match, e.g. `chat NOT python`"
+    if "Syntax Error" in msg:
+        return (
+            f"{msg}. Use words, \"quoted phrases\", AND / OR / NOT, parentheses and prefix*"
+        )
+    return msg
+
+
+_WORD = re.compile(r"\w+")
+
+
+def make_snippet(gen: tantivy.SnippetGenerator, text: str, words: list[str]) -> str:
+    """The best passage of ``text`` as escaped HTML, matched words between <b> and </b>."""
+    snip = gen.snippet_from_doc(_text_doc(text))
+    if snip.highlighted():
+        return str(snip.to_html())
+    return _fallback_snippet(text, words)
+
+
+def _text_doc(text: str) -> tantivy.Document:
+    doc = tantivy.Document()
+    doc.add_text("text", text)
+    return doc
+
+
+def _fallback_snippet(text: str, words: list[str]) -> str:
+    """A passage around the first query word found, for hits tantivy marked nothing in (a
+    match through a field filter only, or a word the stemmer changed beyond recognition)."""
+    lowered = text.lower()
+    found = [i for w in words if w and (i := lowered.find(w.lower())) >= 0]
+    start = max(0, min(found, default=0) - SNIPPET_CHARS // 3)
+    passage = text[start : start + SNIPPET_CHARS]
+    if not words:
+        return html.escape(passage)
+    pattern = re.compile("|".join(re.escape(w) for w in words if w), re.IGNORECASE)
+    out, pos = [], 0
+    for m in pattern.finditer(passage):
+        out.append(html.escape(passage[pos : m.start()]))
+        out.append(HIGHLIGHT_START + html.escape(m.group(0)) + HIGHLIGHT_END)
+        pos = m.end()
+    out.append(html.escape(passage[pos:]))
+    return "".join(out)
+
+
+def query_words(text: str) -> list[str]:
+    """The plain words of a query (operators and field names left out), for fallbacks."""
+    skip = {"AND", "OR", "NOT"}
+    out = []
+    for w in _WORD.findall(_FIELD.sub(" ", text)):
+        if w not in skip:
+            out.append(w)
+    return out

@@ -204,6 +204,9 @@ def read_plan(
     """
     if format not in FORMATS:
         raise InvalidInput(f"format {format!r} is not one of {', '.join(FORMATS)}")
+    for name, value in (("user_id", user_id), ("org_id", org_id)):
+        if value is not None and (not isinstance(value, str) or not 0 < len(value) <= 256):
+            raise InvalidInput(f"{name} must be a string of 1 to 256 characters, not {value!r:.60}")
     file = str(path)
     p = Path(path)
     try:
@@ -256,7 +259,8 @@ def _read_zip(p: Path) -> tuple[bytes, str]:
         names = [n for n in zf.namelist() if n.rsplit("/", 1)[-1] == "conversations.json"]
         if not names:
             raise ImportFormatError(
-                f"{p}: the zip has no conversations.json; unzip it and import the JSON file"
+                f"{p}: the zip has no conversations.json; unzip it and import the JSON file "
+                "in it; nothing was imported"
             )
         return zf.read(names[0]), f"{p}:{names[0]}"
 
@@ -540,7 +544,7 @@ def _tree_sessions(
             branch = PlannedSession(
                 f"{base.id}.{_slug(start)}",
                 nodes[start].where,
-                title=f"{base.title or base.id} (branch)",
+                title=f"{(base.title or base.id)[:990]} (branch)",
                 user_id=base.user_id,
                 org_id=base.org_id,
                 agent_id=base.agent_id,
@@ -649,7 +653,7 @@ def _chatgpt_conversation(conv: Any, where: str) -> list[PlannedSession]:
             n.time = _time(message.get("create_time"), _child(mwhere, "create_time"))
             if n.time is not None and (first_time is None or n.time < first_time):
                 first_time = n.time
-            n.make = _chatgpt_maker(sid, key, message, mwhere)
+            n.make = _chatgpt_maker(key, message, mwhere)
         nodes[key] = n
     start = ctime if ctime is not None else first_time if first_time is not None else utime
     if start is None:
@@ -667,7 +671,7 @@ def _chatgpt_conversation(conv: Any, where: str) -> list[PlannedSession]:
 
 
 def _chatgpt_maker(
-    sid: str, node_id: str, message: dict[str, Any], where: str
+    node_id: str, message: dict[str, Any], where: str
 ) -> Callable[[int, str], PlannedMessage] | None:
     author = _obj(message.get("author", {}), _child(where, "author"))
     role = author.get("role")
@@ -970,13 +974,13 @@ def _claude_block(block: Any, where: str) -> list[JSONDict]:
 def _openai(doc: Any, root: str) -> list[PlannedSession]:
     """A list of messages, {"messages": [...]}, or a list of either (several conversations)."""
     if isinstance(doc, dict):
-        return [_openai_conversation(doc, root, 0)]
+        return [_openai_conversation(doc, root)]
     items = _list(doc, root)
     if not items:
         return []
     if all(isinstance(x, dict) and "role" in x for x in items):
-        return [_openai_conversation(items, root, 0)]
-    return [_openai_conversation(x, _child(root, i), i) for i, x in enumerate(items)]
+        return [_openai_conversation(items, root)]
+    return [_openai_conversation(x, _child(root, i)) for i, x in enumerate(items)]
 
 
 def _openai_jsonl(data: bytes, file: str, fmt: str) -> list[PlannedSession]:
@@ -1009,12 +1013,12 @@ def _openai_jsonl(data: bytes, file: str, fmt: str) -> list[PlannedSession]:
         for n, v in values:
             if not isinstance(v, dict) or "role" not in v:
                 raise _Refusal(f"line {n}", "expected a message with a role like line 1")
-        return [_openai_conversation([v for _, v in values], "", 0, lines=[n for n, _ in values])]
-    return [_openai_conversation(v, f"line {n}", n) for n, v in values]
+        return [_openai_conversation([v for _, v in values], "", lines=[n for n, _ in values])]
+    return [_openai_conversation(v, f"line {n}") for n, v in values]
 
 
 def _openai_conversation(
-    raw: Any, where: str, index: int, *, lines: Sequence[int] | None = None
+    raw: Any, where: str, *, lines: Sequence[int] | None = None
 ) -> PlannedSession:
     if isinstance(raw, list):
         conv: dict[str, Any] = {"messages": raw}

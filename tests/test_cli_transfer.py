@@ -62,6 +62,13 @@ class TestImport:
         assert users["trip-1"] == ("alice", "home")  # the file's own user wins
         assert sorted(users.values()) == [("alice", "home"), ("me", "home")]
 
+    def test_a_bad_user_is_refused_before_anything_is_written(self, tmp_path: Path) -> None:
+        line = refused(
+            tmp_path / "s", "import", "--user", "x" * 300, str(IMPORT / "openai_lines.jsonl")
+        )
+        assert line.startswith("error: user_id must be a string of 1 to 256 characters")
+        assert not (tmp_path / "s").exists()
+
     def test_import_format_option(self, store_path: Path) -> None:
         line = refused(
             store_path, "import", "--format", "chatgpt", str(IMPORT / "claude_blocks.json")

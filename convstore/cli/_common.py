@@ -201,6 +201,17 @@ def progress(label: str) -> Iterator[Callable[[int, int], None] | None]:
         yield update
 
 
+@contextmanager
+def spinner(label: str) -> Iterator[None]:
+    """A spinner on stderr while work of unknown length runs, when stderr is a terminal."""
+    console = err()
+    if not console.is_terminal:
+        yield
+        return
+    with console.status(label):
+        yield
+
+
 # -- input -------------------------------------------------------------------------------------
 
 

@@ -23,6 +23,7 @@ from ._common import (
     out,
     print_json,
     progress,
+    spinner,
     store_path,
 )
 
@@ -123,7 +124,8 @@ def import_(
 ) -> None:
     """Import ChatGPT, Claude, OpenAI-style or convstore exports. Safe to run twice."""
     # Read and check every file before the store is even opened: a refusal leaves no trace.
-    plan = importers.plan_files(files, format=format.value, user_id=user, org_id=org)
+    with spinner(f"Reading {len(files)} file(s)"):
+        plan = importers.plan_files(files, format=format.value, user_id=user, org_id=org)
     if not (store_path(ctx, store) / layout.MARKER).exists():
         importers.check_parents(plan, None)  # no store yet: branches must find parents in the files
     with open_store(ctx, store, create=True) as s, progress("Importing") as update:

@@ -18,7 +18,6 @@ fields. A colon after any other word is read as punctuation (chat text is full o
 
 from __future__ import annotations
 
-import html
 import json
 import re
 import shutil
@@ -35,11 +34,11 @@ from .errors import QueryError
 
 SCHEMA_FIELDS = ("text", "id", "session", "user", "org", "role", "created_at")
 QUERY_FIELDS = frozenset({"text", "role", "session", "user", "org"})
-# A snippet is an HTML fragment, as tantivy (and Lucene) make them: the text escaped (&lt; &amp;
-# &quot; &#x27;), the matched words between <b> and </b>. Safe to put in a web page as is; a
-# terminal unescapes it and turns the marks into bold (the CLI does).
-HIGHLIGHT_START = "<b>"
-HIGHLIGHT_END = "</b>"
+# Marks around the matched words of a snippet: plain characters, not HTML and not ANSI colours,
+# so a snippet is the message's own text (nothing escaped) that any caller can restyle: the CLI
+# shows the marked words in bold, a web page would escape the text and use <mark>.
+HIGHLIGHT_START = "\u00ab"  # «
+HIGHLIGHT_END = "\u00bb"  # »
 SNIPPET_CHARS = 200
 
 
@@ -62,8 +61,8 @@ class SearchHit:
     created_at: datetime
     role: str
     score: float | None  # BM25 relevance; None when ordered by time
-    snippet: str  # the best passage as escaped HTML, matched words between <b> and </b>
-    text: str  # the message's whole text (plain, not escaped)
+    snippet: str  # the best passage, matched words between « and »
+    text: str  # the message's whole text
     title: str | None = None  # of the session
     user_id: str | None = None
     org_id: str | None = None
@@ -328,11 +327,21 @@ _WORD = re.compile(r"\w+")
 
 
 def make_snippet(gen: tantivy.SnippetGenerator, text: str, words: list[str]) -> str:
-    """The best passage of ``text`` as escaped HTML, matched words between <b> and </b>."""
+    """The best passage of ``text``, matched words between « and »."""
     snip = gen.snippet_from_doc(_text_doc(text))
-    if snip.highlighted():
-        return str(snip.to_html())
-    return _fallback_snippet(text, words)
+    fragment = snip.fragment()
+    ranges = sorted((r.start, r.end) for r in snip.highlighted())
+    if not ranges:
+        return _fallback_snippet(text, words)
+    out, pos = [], 0
+    for start, end in ranges:
+        if start < pos:
+            continue
+        out.append(fragment[pos:start])
+        out.append(HIGHLIGHT_START + fragment[start:end] + HIGHLIGHT_END)
+        pos = end
+    out.append(fragment[pos:])
+    return "".join(out)
 
 
 def _text_doc(text: str) -> tantivy.Document:
@@ -348,16 +357,11 @@ def _fallback_snippet(text: str, words: list[str]) -> str:
     found = [i for w in words if w and (i := lowered.find(w.lower())) >= 0]
     start = max(0, min(found, default=0) - SNIPPET_CHARS // 3)
     passage = text[start : start + SNIPPET_CHARS]
+    words = [w for w in words if w]
     if not words:
-        return html.escape(passage)
-    pattern = re.compile("|".join(re.escape(w) for w in words if w), re.IGNORECASE)
-    out, pos = [], 0
-    for m in pattern.finditer(passage):
-        out.append(html.escape(passage[pos : m.start()]))
-        out.append(HIGHLIGHT_START + html.escape(m.group(0)) + HIGHLIGHT_END)
-        pos = m.end()
-    out.append(html.escape(passage[pos:]))
-    return "".join(out)
+        return passage
+    pattern = re.compile("|".join(re.escape(w) for w in words), re.IGNORECASE)
+    return pattern.sub(lambda m: HIGHLIGHT_START + m.group(0) + HIGHLIGHT_END, passage)
 
 
 def query_words(text: str) -> list[str]:

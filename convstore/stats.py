@@ -123,12 +123,10 @@ class Stats:
                 "p99": self.session_length.p99,
                 "max": self.session_length.max,
             },
-            "messages_per_day": [
-                {"day": d.isoformat(), "messages": n} for d, n in self.messages_per_day.items()
-            ],
+            "messages_per_day": {d.isoformat(): n for d, n in self.messages_per_day.items()},
             "messages_by_hour": list(self.messages_by_hour),
             "busiest_hours": self.busiest_hours,
-            "top_terms": [{"term": t, "count": n} for t, n in self.top_terms],
+            "top_terms": [[t, n] for t, n in self.top_terms],
             "terms_sampled": self.terms_sampled,
             "models": dict(self.models),
             "tokens": {

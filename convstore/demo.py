@@ -35,8 +35,15 @@ class Step:
     args: tuple[str, ...]
 
     def command(self, store_arg: str) -> str:
-        """The command line as the user would type it."""
-        return shlex.join(["convstore", "--store", store_arg, *self.args])
+        """The command line as the user would type it (for a POSIX shell)."""
+        return " ".join(_quote(a) for a in ["convstore", "--store", store_arg, *self.args])
+
+
+def _quote(arg: str) -> str:
+    """shlex.quote, but SQL with single quotes goes in double quotes, which reads better."""
+    if "'" in arg and not any(c in arg for c in '"$`\\!'):
+        return f'"{arg}"'
+    return shlex.quote(arg)
 
 
 def find_sample_data(explicit: str | os.PathLike[str] | None = None) -> Path:
@@ -98,12 +105,11 @@ def tour(store: Store) -> list[Step]:
             ("stats", "--since", "2026-09-01", "--until", "2026-09-30"),
         ),
         Step(
-            "SQL over every message (DuckDB): who talks to which model most.",
+            "SQL over every message (DuckDB): which user asks which model most.",
             (
                 "sql",
-                "SELECT s.user_id, m.metadata->>'model' AS model, count(*) AS answers "
-                "FROM messages m JOIN sessions s ON s.id = m.session_id "
-                "WHERE m.role = 'assistant' AND s.user_id IS NOT NULL "
+                "SELECT user_id, model, count(*) AS answers FROM messages "
+                "WHERE role = 'assistant' AND user_id IS NOT NULL "
                 "GROUP BY ALL ORDER BY answers DESC LIMIT 5",
             ),
         ),
@@ -151,7 +157,7 @@ def next_steps(store: Store) -> list[Step]:
     steps.append(
         Step(
             "Export a user's sessions as Markdown:",
-            ("export", "--user", "alice", "--format", "markdown"),
+            ("export", "--user", "alice", "--format", "markdown", "--output", "alice.md"),
         )
     )
     return steps

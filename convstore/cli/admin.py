@@ -169,6 +169,7 @@ def demo(
                 "it again yourself.",
             ),
             expand=False,
+            width=min(console.width, 100),
         )
     )
     run = _runner()

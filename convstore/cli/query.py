@@ -93,7 +93,8 @@ def search(
     if not found:
         out().print(f"No messages match {query!r}.")
         return
-    out().print(render_hits(found, titles))
+    console = out()
+    console.print(render_hits(found, titles, marks=not console.is_terminal))
 
 
 def _live(store: Any, hits: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -128,8 +129,10 @@ def highlight(snippet: str) -> Text:
 
 
 def render_hits(
-    hits: Sequence[Mapping[str, Any]], titles: Mapping[str, str | None]
+    hits: Sequence[Mapping[str, Any]], titles: Mapping[str, str | None], *, marks: bool = False
 ) -> RenderableType:
+    """Hits as a header line and an indented snippet. ``marks`` keeps the « » around matches
+    (for piped output, where bold does not show)."""
     items: list[RenderableType] = []
     for h in hits:
         head = Text()
@@ -141,7 +144,8 @@ def render_hits(
         head.append(f"  {human_time(h['created_at'])}", style="dim")
         head.append(f"  {h['message_id']}", style="dim")
         snippet = " ".join(str(h["snippet"]).split())
-        items.append(Group(head, Text("  ").append_text(highlight(snippet)), Text("")))
+        body = Text(snippet) if marks else highlight(snippet)
+        items.append(Group(head, Text("  ").append_text(body), Text("")))
     return Group(*items)
 
 
@@ -167,8 +171,9 @@ def sql(
             writer.writerow([_csv_cell(v) for v in jsonable(list(r))])
     else:
         table = Table(header_style="bold", box=None, pad_edge=False)
-        for c in columns:
-            table.add_column(c)
+        for i, c in enumerate(columns):
+            first = next((r[i] for r in rows if r[i] is not None), None)
+            table.add_column(c, justify="right" if _numeric(first) else "left")
         for r in rows:
             table.add_row(*[_cell(v) for v in r])
         out().print(table)

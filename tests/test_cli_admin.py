@@ -109,7 +109,7 @@ class TestDemo:
         target = tmp_path / "demo"
         text = ok(None, "demo", str(target)).stdout
         commands = [line for line in text.splitlines() if line.startswith("$ convstore")]
-        assert [c.split()[3] for c in commands] == [
+        assert [c.split()[4] for c in commands] == [
             "import",
             "ls",
             "show",

@@ -86,9 +86,31 @@ class Mode:
     checkpoint_steps: int  # LangGraph steps for the bytes-per-step comparison
 
 
-QUICK = Mode("quick", (10_000,), 3, 200, 5, 100, 15, 6.0, 10_000, (1_000, 100_000), 400)
+QUICK = Mode(
+    name="quick",
+    scales=(10_000,),
+    repeats=3,
+    singles=100,
+    batches=5,
+    recent_sessions=100,
+    search_reps=15,
+    load_budget_s=6.0,
+    open_sessions=10_000,
+    long_sessions=(1_000, 20_000),
+    checkpoint_steps=400,
+)
 FULL = Mode(
-    "full", (10_000, 100_000, 1_000_000), 5, 500, 10, 200, 30, 75.0, 10_000, (1_000, 100_000), 1000
+    name="full",
+    scales=(10_000, 100_000, 1_000_000),
+    repeats=5,
+    singles=300,
+    batches=10,
+    recent_sessions=200,
+    search_reps=30,
+    load_budget_s=75.0,
+    open_sessions=10_000,
+    long_sessions=(1_000, 100_000),
+    checkpoint_steps=1000,
 )
 
 # Peers that cannot search are still measured on every other metric.
@@ -657,34 +679,45 @@ def measure_system(
 def measure_convstore_queries(
     peer: Convstore, res: Json, sample: Sequence[str], mode: Mode, total: int
 ) -> None:
+    """The query layer and compaction, each recorded as an error (with its traceback) rather
+    than ending the system's run when it breaks: the figures before it still count."""
     reason = query_layer_reason()
     if reason:
         res["query_skipped"] = reason
     else:
-        log("  convstore: cold build of catalog + index")
-        t, _ = timed(peer.store.refresh)
-        res["cold_build_s"] = t / 1e9
-        res["cache_bytes"] = peer.cache_bytes()
-        res["cache_over_segments"] = res["cache_bytes"] / peer.segment_bytes()
-        log("  convstore: search")
-        res["search"] = measure_search(peer, mode)
-        newest = NewestConvstore(peer)
-        res["search_newest"] = measure_search(newest, mode)
-        log("  convstore: stats")
-        res["stats"] = measure_stats_convstore(peer, mode)
-        res["refresh"] = measure_refresh(peer, sample, mode)
-        total += res["refresh"]["probes"]
-        t, _ = timed(peer.store.reindex)
-        res["rebuild_s"] = t / 1e9
+        try:
+            log("  convstore: cold build of catalog + index")
+            t, _ = timed(peer.store.refresh)
+            res["cold_build_s"] = t / 1e9
+            res["cache_bytes"] = peer.cache_bytes()
+            res["cache_over_segments"] = res["cache_bytes"] / peer.segment_bytes()
+            log("  convstore: search")
+            res["search"] = measure_search(peer, mode)
+            res["search_newest"] = measure_search(NewestConvstore(peer), mode)
+            log("  convstore: stats")
+            res["stats"] = measure_stats_convstore(peer, mode)
+            res["refresh"] = measure_refresh(peer, sample, mode)
+            total += res["refresh"]["probes"]
+            t, _ = timed(peer.store.reindex)
+            res["rebuild_s"] = t / 1e9
+        except Exception as e:
+            res["query_error"] = f"{type(e).__name__}: {e}"
+            res["query_traceback"] = traceback.format_exc()
+            log(f"  convstore: query layer ERROR {res['query_error']}")
     reason = compaction_reason()
     if reason:
         res["compaction_skipped"] = reason
         return
-    log("  convstore: compaction")
-    res["compaction"] = measure_compaction(peer, sample, total)
-    res["recent_after_compaction"] = measure_recent(peer, sample, mode)
-    if "search" in res:
-        res["search_after_compaction"] = measure_search(peer, mode)
+    try:
+        log("  convstore: compaction")
+        res["compaction"] = measure_compaction(peer, sample, total)
+        res["recent_after_compaction"] = measure_recent(peer, sample, mode)
+        if "search" in res:
+            res["search_after_compaction"] = measure_search(peer, mode)
+    except Exception as e:
+        res["compaction_error"] = f"{type(e).__name__}: {e}"
+        res["compaction_traceback"] = traceback.format_exc()
+        log(f"  convstore: compaction ERROR {res['compaction_error']}")
 
 
 class NewestConvstore(Peer):
@@ -855,10 +888,10 @@ def bench_open(root: Path, mode: Mode) -> Json:
         sq.append_batch(part)
     sq.close()
     sid = msgs[len(msgs) // 2].session_id
-    runs = [run_json(OPEN_PROBE, str(folder / "store"), sid) for _ in range(max(mode.repeats, 5))]
+    runs = [run_json(OPEN_PROBE, str(folder / "store"), sid) for _ in range(mode.repeats)]
     sruns = [
         run_json(SQLITE_OPEN_PROBE, str(folder / "sqlite" / SqliteChat.filename), sid)
-        for _ in range(max(mode.repeats, 5))
+        for _ in range(mode.repeats)
     ]
     shutil.rmtree(folder, ignore_errors=True)
     out: Json = {"sessions": n_sessions, "messages": len(msgs), "runs": len(runs)}
@@ -1477,8 +1510,10 @@ def render_scale(r: Json, scale: str) -> list[str]:
 
 def convstore_items(r: Json, scale: str, c: Json) -> list[tuple[str, str | None]]:
     items: list[tuple[str, str | None]] = [
-        ("query layer", c.get("query_skipped")),
-        ("compaction", c.get("compaction_skipped")),
+        ("query layer skipped", c.get("query_skipped")),
+        ("query layer failed", c.get("query_error")),
+        ("compaction skipped", c.get("compaction_skipped")),
+        ("compaction failed", c.get("compaction_error")),
     ]
     if "cold_build_s" in c:
         items += [

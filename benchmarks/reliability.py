@@ -999,7 +999,10 @@ def render(result: Json) -> str:
             f" kills: {t['kills']:,}; corruptions: {t['corruptions']:,}; detected or survived:"
             f" {t['detected']:,}; lost: {t['lost']}",
         ]
-        lines += [f"- {k}: {v:,}" for k, v in sorted(t["counters"].items())]
+        tried = {k: v for k, v in t["counters"].items() if k.split(": ")[0] in KINDS}
+        lines += [f"- {k}: {v:,}" for k, v in sorted(t["counters"].items()) if k not in tried]
+        if tried:
+            lines += ["", *damage_table(tried), ""]
         if t["failures"]:
             lines += ["", f"**{len(t['failures'])} failure(s):**", ""]
             lines += [f"- {x.splitlines()[0]}" for x in t["failures"][:30]]
@@ -1012,6 +1015,17 @@ def render(result: Json) -> str:
         lines.append("")
     lines += METHOD.splitlines()
     return "\n".join(lines) + "\n"
+
+
+def damage_table(tried: dict[str, int]) -> list[str]:
+    """Corruptions tried, as a table of file kind by kind of damage."""
+    kinds = [k for k in KINDS if any(key.startswith(f"{k}: ") for key in tried)]
+    head = "| damage | " + " | ".join(kinds) + " |"
+    rows = [head, "|---|" + "---|" * len(kinds)]
+    for how in DAMAGES:
+        cells = [str(tried.get(f"{k}: {how}", 0)) for k in kinds]
+        rows.append(f"| {how} | " + " | ".join(cells) + " |")
+    return rows
 
 
 METHOD = """## What each campaign does

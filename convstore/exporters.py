@@ -25,6 +25,7 @@ import io
 import json
 import os
 import secrets
+import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +56,9 @@ COLUMNS = (
     "metadata",
 )
 EPOCH = "1970-01-01T00:00:00.000000Z"
+_SPOOL_BYTES = 8 * 1024 * 1024
+_COPY_CHARS = 1024 * 1024
+_ROW_GROUP = 50_000
 
 Progress = Callable[[int, int], None]
 
@@ -179,29 +183,33 @@ def _dumps(value: Any) -> str:
 def write_json(sessions: Sequence[Session], out: TextSink, progress: Progress | None = None) -> int:
     """Write the export document; returns the number of messages.
 
-    Each session is read once; the documents are held until the end because ``exported_at``,
-    at the top of the file, is the newest time among them.
+    ``exported_at`` sits at the top but is the newest time of the whole file, so the sessions
+    are written to a spooled temporary file first (memory up to a few MiB, then disk) and
+    copied after the header: each session is read once and never all held at the same time.
     """
-    docs: list[tuple[JSONDict, list[JSONDict]]] = []
-    for i, s in enumerate(sessions, 1):
-        docs.append(session_document(s))
-        if progress is not None:
-            progress(i, len(sessions))
-    exported_at = max((_newest(h, m) for h, m in docs), default=EPOCH)
-    out.write(
-        f'{{"format": {_dumps(EXPORT_FORMAT)}, "version": {EXPORT_VERSION}, '
-        f'"exported_at": {_dumps(exported_at)},\n "sessions": ['
-    )
     count = 0
-    for i, (head, messages) in enumerate(docs):
-        out.write(",\n  " if i else "\n  ")
-        out.write(_dumps(head)[:-1] + ', "messages": [')
-        if messages:
-            out.write("\n" + ",\n".join("   " + _dumps(m) for m in messages) + "\n  ]}")
-        else:
-            out.write("]}")
-        count += len(messages)
-    out.write("\n ]}\n" if docs else "]}\n")
+    newest = EPOCH
+    with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES, mode="w+", encoding="utf-8") as body:
+        for i, s in enumerate(sessions):
+            head, messages = session_document(s)
+            newest = max(newest, _newest(head, messages))
+            body.write(",\n  " if i else "\n  ")
+            body.write(_dumps(head)[:-1] + ', "messages": [')
+            if messages:
+                body.write("\n" + ",\n".join("   " + _dumps(m) for m in messages) + "\n  ]}")
+            else:
+                body.write("]}")
+            count += len(messages)
+            if progress is not None:
+                progress(i + 1, len(sessions))
+        out.write(
+            f'{{"format": {_dumps(EXPORT_FORMAT)}, "version": {EXPORT_VERSION}, '
+            f'"exported_at": {_dumps(newest)},\n "sessions": ['
+        )
+        body.seek(0)
+        while chunk := body.read(_COPY_CHARS):
+            out.write(chunk)
+    out.write("\n ]}\n" if sessions else "]}\n")
     return count
 
 
@@ -257,25 +265,32 @@ def write_csv(sessions: Sequence[Session], out: TextSink, progress: Progress | N
 
 
 def write_parquet(sessions: Sequence[Session], path: Path, progress: Progress | None = None) -> int:
+    """The rows as Parquet (zstd), written in row groups so memory stays bounded."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    cols: dict[str, list[Any]] = {c: [] for c in COLUMNS}
-    for row in rows(sessions, progress):
-        for c in COLUMNS:
-            value = row[c]
-            if c in ("content", "metadata"):
-                value = encode_json(value)
-            elif c in ("created_at", "edited_at") and value is not None:
-                value = parse_us(value)
-            cols[c].append(value)
     ts = pa.timestamp("us", tz="UTC")
     schema = pa.schema(
         [(c, ts if c in ("created_at", "edited_at") else pa.string()) for c in COLUMNS]
     )
-    table = pa.table(cols, schema=schema)
-    pq.write_table(table, str(path), compression="zstd")
-    return len(cols["message_id"])
+    count = 0
+    cols: dict[str, list[Any]] = {c: [] for c in COLUMNS}
+    with pq.ParquetWriter(str(path), schema, compression="zstd") as writer:
+        for row in rows(sessions, progress):
+            for c in COLUMNS:
+                value = row[c]
+                if c in ("content", "metadata"):
+                    value = encode_json(value)
+                elif c in ("created_at", "edited_at") and value is not None:
+                    value = parse_us(value)
+                cols[c].append(value)
+            count += 1
+            if len(cols["message_id"]) >= _ROW_GROUP:
+                writer.write_table(pa.table(cols, schema=schema))
+                cols = {c: [] for c in COLUMNS}
+        if cols["message_id"] or not count:
+            writer.write_table(pa.table(cols, schema=schema))
+    return count
 
 
 # -- Markdown --------------------------------------------------------------------------------

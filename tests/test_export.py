@@ -179,6 +179,26 @@ class TestFlatFormats:
         assert table.num_rows == report.messages
         assert str(table.schema.field("created_at").type) == "timestamp[us, tz=UTC]"
 
+    def test_parquet_in_several_row_groups_keeps_every_row_in_order(
+        self, small: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from convstore import exporters
+
+        monkeypatch.setattr(exporters, "_ROW_GROUP", 2)
+        out = tmp_path / "x.parquet"
+        export(small, select_sessions(small), "parquet", out)
+        buf = io.StringIO()
+        export(small, select_sessions(small), "jsonl", stdout=buf)
+        expected = [json.loads(line)["message_id"] for line in buf.getvalue().splitlines()]
+        assert pq.ParquetFile(out).num_row_groups > 1
+        assert pq.read_table(out).column("message_id").to_pylist() == expected
+
+    def test_an_empty_parquet_export_has_the_columns(self, store: Store, tmp_path: Path) -> None:
+        out = tmp_path / "empty.parquet"
+        assert export(store, [], "parquet", out).messages == 0
+        table = pq.read_table(out)
+        assert (table.num_rows, table.column_names) == (0, list(COLUMNS))
+
     def test_parquet_needs_a_file(self, small: Store) -> None:
         with pytest.raises(InvalidInput, match="Parquet"):
             export(small, select_sessions(small), "parquet")

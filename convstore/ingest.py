@@ -462,6 +462,8 @@ class IndexChanges:
 class Plan:
     tables: dict[str, TableChanges]
     index: IndexChanges
+    content_removed: int = 0  # message rows whose text the cache held and no longer shows
+    files_gone: bool = False  # a segment the catalog had read is gone, shrank or was replaced
 
     def __bool__(self) -> bool:
         return bool(self.index) or any(self.tables.values())
@@ -543,12 +545,22 @@ def plan(catalog: Catalog, updates: list[Update], settled: Iterable[str] = ()) -
     old_files = by_session("files", "_key")
 
     msgs = tables["messages"]
+    result = Plan(tables, index)
+    known_positions = catalog.positions or {}
     for u in updates:
         sid, view = u.session_id, u.view
         old = existing[sid]
+        before = known_positions.get(sid)
+        if before is not None:
+            now = {} if view is None else view.positions().files
+            result.files_gone = result.files_gone or any(
+                name not in now or now[name].size < fp.size or now[name].inode != fp.inode
+                for name, fp in before.files.items()
+            )
         if not alive(u):
             for mid, (rk, _) in old.items():
                 msgs.removed.add(mid)
+                result.content_removed += 1
                 if rk is not None:
                     msgs.masks.add(rk)
             index.delete_sessions.add(sid)
@@ -567,6 +579,7 @@ def plan(catalog: Catalog, updates: list[Update], settled: Iterable[str] = ()) -
                 prev = old.get(mid)
                 if msg is None:
                     if prev is not None:
+                        result.content_removed += 1
                         msgs.removed.add(mid)
                         if prev[0] is not None:
                             msgs.masks.add(prev[0])
@@ -576,8 +589,10 @@ def plan(catalog: Catalog, updates: list[Update], settled: Iterable[str] = ()) -
                     continue
                 row = message_row(msg, fields)
                 msgs.rows.append(row)
-                if prev is not None and prev[0] is not None:
-                    msgs.masks.add(prev[0])
+                if prev is not None:
+                    result.content_removed += prev[1] != _edited_us(msg)
+                    if prev[0] is not None:
+                        msgs.masks.add(prev[0])
                 index.add.append(row)
             pos = view.positions()
             tables["sessions"].rows.append(session_row(view, pos))
@@ -607,7 +622,7 @@ def plan(catalog: Catalog, updates: list[Update], settled: Iterable[str] = ()) -
         folder_row, _ = position_rows(sid, pos)
         tables["folders"].rows.append(folder_row)
         tables["folders"].masks.add(sid)
-    return Plan(tables, index)
+    return result
 
 
 def _remove_keys(change: TableChanges, keys: Iterable[str]) -> None:

@@ -17,6 +17,7 @@ and never wait for a refresh, except the first open of an empty cache, which wai
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -30,7 +31,6 @@ import pyarrow as pa
 
 from . import layout
 from .catalog import (
-    TABLES,
     BaseBuilder,
     CacheInvalid,
     Catalog,
@@ -45,7 +45,14 @@ from .ids import from_us
 from .ingest import TrackingView, Views, all_rows, collect, load_positions, plan, session_names
 from .locks import store_lock
 from .records import check_role
-from .search import SearchHit, SearchIndex, document, make_snippet, query_words
+from .search import (
+    IndexInvalid,
+    SearchHit,
+    SearchIndex,
+    document,
+    make_snippet,
+    query_words,
+)
 from .stats import Stats, compute
 
 if TYPE_CHECKING:
@@ -164,22 +171,23 @@ class QueryLayer:
             lock.release()
 
     def _install(self, manifest: Manifest) -> None:
-        """Make ``manifest`` this process's snapshot (raises CacheInvalid)."""
+        """Make ``manifest`` this process's snapshot (raises CacheInvalid, IndexInvalid)."""
         if self._catalog is None:
             self.catalog_dir.mkdir(parents=True, exist_ok=True)
             self._catalog = Catalog(self.catalog_dir)
+        self._catalog.load(manifest)
         index = self._index
         if index is None or index.path.name != manifest.index:
+            self._index = None
             index = SearchIndex(self.index_dir / manifest.index)
             self._views.clear()  # a rebuilt cache: compare everything again
             self._index_opstamp = -1
         on_disk = index.opstamp()
         if on_disk < manifest.index_opstamp:
-            raise CacheInvalid(
+            raise IndexInvalid(
                 f"search index {index.path} is behind the catalog "
                 f"({on_disk} < {manifest.index_opstamp})"
             )
-        self._catalog.load(manifest)
         if on_disk != self._index_opstamp:
             index.reload()
             self._index_opstamp = on_disk
@@ -198,6 +206,8 @@ class QueryLayer:
         with self._refresh_lock():
             try:
                 self._install(read_manifest(self.catalog_dir, identity))
+            except IndexInvalid:
+                self._rebuild_index()  # the catalog is sound: the index is rebuilt from it
             except CacheInvalid as e:
                 self._rebuild(str(e))
 
@@ -274,15 +284,20 @@ class QueryLayer:
                 )
                 self._index_opstamp = index.opstamp()
             if any(changes.tables.values()):
-                catalog.publish(changes.tables, opstamp)
+                catalog.publish(changes.tables, opstamp, changes.content_removed)
             elif opstamp != manifest.index_opstamp:
                 catalog.set_index_opstamp(opstamp)
             for u in updates:
                 if u.view is not None:
                     u.view.ingested()
             self._stale.clear()
-            if catalog.needs_merge(catalog.base_message_count()):
-                catalog.merge()
+            assert catalog.manifest is not None
+            if changes.files_gone and catalog.manifest.purge_debt:
+                # Compaction or prune took text out of the segments that the cache still
+                # holds (in the base file, the parts, the index's postings): rewrite both.
+                self._rebuild_index(rewrite=True)
+            elif catalog.needs_rewrite(catalog.base_message_count()):
+                catalog.rewrite()
             if only is None:
                 self._refreshed = True
 
@@ -298,6 +313,46 @@ class QueryLayer:
             )
         }
         return self._stale - known
+
+    def _rebuild_index(self, *, rewrite: bool = False) -> None:
+        """A new index generation from the catalog's rows (under the lock); with ``rewrite``,
+        a new base file too, published together with it."""
+        catalog = self._catalog
+        assert catalog is not None and catalog.manifest is not None
+        gen = new_name(catalog.manifest.seq + 1)
+        self.index_dir.mkdir(parents=True, exist_ok=True)
+        index = SearchIndex(self.index_dir / gen, create=True)
+        writer = index.bulk()
+        try:
+            reader = catalog.con.sql(
+                "SELECT id, session_id, role, user_id, org_id, epoch_us(created_at) AS created_at, "
+                "text FROM messages"
+            ).to_arrow_reader(50_000)
+            for batch in reader:
+                for row in batch.to_pylist():
+                    writer.add_document(document(row))
+            opstamp = int(writer.commit())
+            writer.wait_merging_threads()
+        except BaseException:
+            _abandon(writer)
+            _remove_tree(index.path)
+            raise
+        if rewrite:
+            catalog.rewrite(index=gen, index_opstamp=opstamp)
+        else:
+            m = catalog.manifest
+            new = Manifest(
+                m.identity, m.base, gen, list(m.parts), m.seq + 1, opstamp, m.delta_rows,
+                m.purge_debt,
+            )
+            write_manifest(self.catalog_dir, new)
+            catalog.load(new)
+        self._index = index
+        self._index_opstamp = index.opstamp()
+        self._views.clear()
+        for entry in os.scandir(self.index_dir):
+            if entry.name != gen:
+                _remove_tree(Path(entry.path))
 
     def reindex(self, progress: Callable[[int, int], None] | None = None) -> None:
         """Throw the cache away and rebuild it from the files; ``progress(done, total)``."""
@@ -345,10 +400,8 @@ class QueryLayer:
             writer.wait_merging_threads()
         except BaseException:
             builder.abort()
-            try:
-                writer.rollback()
-            except BaseException:  # noqa: S110 - report the original error
-                pass
+            _abandon(writer)
+            _remove_tree(index.path)
             raise
         manifest = Manifest(identity, base_name, gen, [], seq + 1, opstamp)
         write_manifest(self.catalog_dir, manifest)
@@ -606,9 +659,13 @@ def _is_damage(e: duckdb.Error, folder: Path) -> bool:
 
 
 def _remove_tree(path: Path) -> None:
-    import shutil
-
     shutil.rmtree(path, ignore_errors=True)
 
 
-_TABLE_NAMES = tuple(TABLES)
+def _abandon(writer: Any) -> None:
+    """Drop a writer whose work is being thrown away, keeping the original error."""
+    try:
+        writer.rollback()
+        writer.wait_merging_threads()
+    except BaseException:  # noqa: S110 - the error being handled is the one to report
+        pass

@@ -84,6 +84,10 @@ class SearchHit:
         }
 
 
+class IndexInvalid(CacheInvalid):
+    """The search index cannot be used; the catalog may still be fine."""
+
+
 def _is_panic(e: BaseException) -> bool:
     # The Rust side of tantivy reports a panic (e.g. on a damaged file) as pyo3's
     # PanicException, which derives from BaseException, not Exception.
@@ -103,18 +107,18 @@ class SearchIndex:
                 self.index = tantivy.Index(build_schema(), str(path), reuse=False)
             else:
                 if not (path / "meta.json").is_file():
-                    raise CacheInvalid(f"search index {path} is missing")
+                    raise IndexInvalid(f"search index {path} is missing")
                 self.index = tantivy.Index.open(str(path))
                 fields = [f["name"] for f in self._meta().get("schema", [])]
                 if fields != list(SCHEMA_FIELDS):
-                    raise CacheInvalid(f"search index {path} has fields {fields}")
+                    raise IndexInvalid(f"search index {path} has fields {fields}")
             self.index.config_reader("manual")
             self.searcher = self.index.searcher()
         except CacheInvalid:
             raise
         except BaseException as e:
             if isinstance(e, Exception) or _is_panic(e):
-                raise CacheInvalid(f"search index {path} cannot be opened: {e}") from None
+                raise IndexInvalid(f"search index {path} cannot be opened: {e}") from None
             raise
         self.schema = self.index.schema
 
@@ -122,9 +126,9 @@ class SearchIndex:
         try:
             body = json.loads((self.path / "meta.json").read_bytes())
         except (OSError, ValueError) as e:
-            raise CacheInvalid(f"search index {self.path} has no readable meta.json: {e}") from None
+            raise IndexInvalid(f"search index {self.path} has no readable meta.json: {e}") from None
         if not isinstance(body, dict):
-            raise CacheInvalid(f"search index {self.path} has a malformed meta.json")
+            raise IndexInvalid(f"search index {self.path} has a malformed meta.json")
         return body
 
     def opstamp(self) -> int:
@@ -138,7 +142,7 @@ class SearchIndex:
             self.searcher = self.index.searcher()
         except BaseException as e:
             if isinstance(e, Exception) or _is_panic(e):
-                raise CacheInvalid(f"search index {self.path} cannot be read: {e}") from None
+                raise IndexInvalid(f"search index {self.path} cannot be read: {e}") from None
             raise
 
     # -- writing ------------------------------------------------------------------------------

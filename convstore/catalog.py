@@ -26,10 +26,10 @@ a few milliseconds over a million rows, on 26-character ids thirty).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
-import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -331,15 +331,12 @@ class Catalog:
         self.positions: dict[str, Any] | None = None
         self.position_log: list[tuple[str, list[Any], list[Row]]] = []
         self.delta_rows = 0
-        self.lock = threading.RLock()
 
     # -- opening ----------------------------------------------------------------------------
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(duckdb.Error):
             self.con.close()
-        except duckdb.Error:
-            pass
 
     def _manifest_key(self) -> tuple[int, int, int] | None:
         try:
@@ -404,9 +401,7 @@ class Catalog:
             cols = ", ".join(f"{_q(c.name)} {c.sql}" for c in spec.columns)
             self.run(f"CREATE OR REPLACE TABLE {self.DELTA}.{spec.name} ({cols})")
             mask_type = spec.column(spec.mask).sql
-            self.run(
-                f"CREATE OR REPLACE TABLE {self.DELTA}.{spec.name}_mask (m {mask_type})"
-            )
+            self.run(f"CREATE OR REPLACE TABLE {self.DELTA}.{spec.name}_mask (m {mask_type})")
             self._masked[spec.name] = False
         self.delta_rows = 0
         self.positions = None
@@ -558,7 +553,13 @@ class Catalog:
         assert self.manifest is not None
         m = self.manifest
         m2 = Manifest(
-            m.identity, m.base, m.index, list(m.parts), m.seq + 1, opstamp, m.delta_rows,
+            m.identity,
+            m.base,
+            m.index,
+            list(m.parts),
+            m.seq + 1,
+            opstamp,
+            m.delta_rows,
             m.purge_debt,
         )
         write_manifest(self.folder, m2)
@@ -599,9 +600,7 @@ class Catalog:
                 self.run(f"CREATE TABLE {alias}.{spec.name} ({cols})")
                 names = [_q(c) for c in spec.names]
                 if spec.name == "messages":
-                    select = ", ".join(
-                        "row_number() OVER ()" if c == '"_rk"' else c for c in names
-                    )
+                    select = ", ".join("row_number() OVER ()" if c == '"_rk"' else c for c in names)
                 else:
                     select = ", ".join(names)
                 self.run(
@@ -610,10 +609,8 @@ class Catalog:
                 )
             finish_base(self, alias, base_name)
         except BaseException:
-            try:
+            with contextlib.suppress(duckdb.Error):
                 self.run(f"DETACH {alias}")
-            except duckdb.Error:
-                pass
             tmp.unlink(missing_ok=True)
             raise
         os.replace(tmp, self.folder / base_name)
@@ -648,17 +645,11 @@ class Catalog:
         for entry in os.scandir(self.folder):
             if entry.name in keep or entry.name.endswith(".lock"):
                 continue
-            try:
+            # In use (Windows) or already gone: the next collection retries.
+            with contextlib.suppress(OSError):
                 os.unlink(entry.path)
-            except OSError:
-                pass  # in use (Windows) or already gone: the next collection retries
 
     # -- lookups ----------------------------------------------------------------------------
-
-    def query_arrow(
-        self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None
-    ) -> pa.Table:
-        return self.con.sql(sql, params=params).to_arrow_table()  # type: ignore[no-any-return,union-attr]
 
     def run(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
         """Run a statement and fetch all it returns (DuckDB wants every result consumed
@@ -717,10 +708,8 @@ class BaseBuilder:
         os.replace(self.tmp, self.catalog.folder / self.base_name)
 
     def abort(self) -> None:
-        try:
+        with contextlib.suppress(duckdb.Error):
             self.catalog.run(f"DETACH {self.alias}")
-        except duckdb.Error:
-            pass
         self.tmp.unlink(missing_ok=True)
 
 
@@ -735,9 +724,7 @@ def finish_base(catalog: Catalog, alias: str, base_name: str) -> None:
         [str(CACHE_VERSION), base_name],
     )
     catalog.run(f"CHECKPOINT {alias}")
-    path = catalog.run(
-        "SELECT path FROM duckdb_databases() WHERE database_name = ?", [alias]
-    )[0][0]
+    path = catalog.run("SELECT path FROM duckdb_databases() WHERE database_name = ?", [alias])[0][0]
     catalog.run(f"DETACH {alias}")
     _fsync_file(Path(path))
 

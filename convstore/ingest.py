@@ -25,19 +25,17 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from .catalog import TABLES, Catalog, Row, TableChanges
-from .errors import CorruptData, InvalidInput
+from .errors import InvalidInput
 from .ids import from_us, to_us, validate_session_id
 from .layout import HOT_RE, SEALED_RE
 from .records import Message, encode_json
-from .sealed import read_sealed
-from .view import Problem, SessionView
+from .view import SessionView
 
 _RACY_NS = 2_000_000_000  # as in view.py
 
@@ -501,11 +499,16 @@ def plan(catalog: Catalog, updates: list[Update], settled: Iterable[str] = ()) -
     whole: set[str] = set()
     for u in updates:
         v = u.view
-        if not alive(u) or u.full:
+        if (
+            not alive(u)
+            or u.full
+            or (
+                v is not None
+                and u.session_id in known_sessions
+                and session_fields(v) != known_sessions[u.session_id]
+            )
+        ):
             whole.add(u.session_id)
-        elif v is not None and u.session_id in known_sessions:
-            if session_fields(v) != known_sessions[u.session_id]:
-                whole.add(u.session_id)
     existing: dict[str, dict[str, tuple[int | None, int | None]]] = {s: {} for s in sids}
     if whole:
         for sid, mid, rk, edited in catalog.rows(
@@ -616,10 +619,10 @@ def plan(catalog: Catalog, updates: list[Update], settled: Iterable[str] = ()) -
         files.rows.extend(file_rows)
         files.masks.update(keys)
     for sid in settled:
-        pos = (catalog.positions or {}).get(sid)
-        if pos is None or sid in done:
+        held = (catalog.positions or {}).get(sid)
+        if held is None or sid in done:
             continue
-        folder_row, _ = position_rows(sid, pos)
+        folder_row, _ = position_rows(sid, held)
         tables["folders"].rows.append(folder_row)
         tables["folders"].masks.add(sid)
     return result

@@ -56,8 +56,6 @@ from .search import (
 from .stats import Stats, compute
 
 if TYPE_CHECKING:
-    import pandas
-
     from .store import Store
 
 __all__ = ["QueryLayer", "QueryResult", "SearchHit", "Stats"]
@@ -84,11 +82,11 @@ class QueryResult:
     def rows(self) -> list[tuple[Any, ...]]:
         if self._rows is None:
             cols = [c.to_pylist() for c in self._table.columns]
-            self._rows = list(zip(*cols)) if cols else []
+            self._rows = list(zip(*cols, strict=True)) if cols else []
         return self._rows
 
     def __len__(self) -> int:
-        return self._table.num_rows
+        return int(self._table.num_rows)
 
     def __iter__(self) -> Iterator[tuple[Any, ...]]:
         return iter(self.rows)
@@ -109,8 +107,8 @@ class QueryResult:
     def to_dicts(self) -> list[dict[str, Any]]:
         return self._table.to_pylist()  # type: ignore[no-any-return]
 
-    def to_pandas(self) -> pandas.DataFrame:
-        """A pandas DataFrame (needs pandas installed)."""
+    def to_pandas(self) -> Any:
+        """A ``pandas.DataFrame`` (needs pandas, which convstore does not require)."""
         try:
             return self._table.to_pandas()
         except ImportError:
@@ -342,7 +340,13 @@ class QueryLayer:
         else:
             m = catalog.manifest
             new = Manifest(
-                m.identity, m.base, gen, list(m.parts), m.seq + 1, opstamp, m.delta_rows,
+                m.identity,
+                m.base,
+                gen,
+                list(m.parts),
+                m.seq + 1,
+                opstamp,
+                m.delta_rows,
                 m.purge_debt,
             )
             write_manifest(self.catalog_dir, new)
@@ -362,9 +366,7 @@ class QueryLayer:
                 self._catalog = Catalog(self.catalog_dir)
             self._rebuild("reindex asked for", progress)
 
-    def _rebuild(
-        self, reason: str, progress: Callable[[int, int], None] | None = None
-    ) -> None:
+    def _rebuild(self, reason: str, progress: Callable[[int, int], None] | None = None) -> None:
         """Build a new base and index from every file and publish them (under the lock)."""
         if self._catalog is None:
             self.catalog_dir.mkdir(parents=True, exist_ok=True)
@@ -620,7 +622,8 @@ class QueryLayer:
         Reads every folder first (a full refresh), so it lists what other processes created
         a moment ago, as ``Store.sessions()`` always has.
         """
-        conds, params = [], []
+        conds: list[str] = []
+        params: list[Any] = []
         for column, value in (("user_id", user_id), ("org_id", org_id)):
             if value is not None:
                 conds.append(f"{column} = ?")
@@ -667,5 +670,5 @@ def _abandon(writer: Any) -> None:
     try:
         writer.rollback()
         writer.wait_merging_threads()
-    except BaseException:  # noqa: S110 - the error being handled is the one to report
+    except BaseException:
         pass

@@ -1,4 +1,4 @@
-"""The full-text index: tantivy (BM25), one shared index under ``<store>/.cache/index/<generation>``.
+"""The full-text index: tantivy (BM25), shared under ``<store>/.cache/index/<generation>``.
 
 One document per message of the current view: its text (tokenised ``en_stem``: lower-cased,
 split on non-alphanumerics, English Snowball stems), its id and session (stored), the session's
@@ -18,6 +18,7 @@ fields. A colon after any other word is read as punctuation (chat text is full o
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
@@ -175,10 +176,8 @@ class SearchIndex:
             # for the next refresher and keeps the segment count bounded.
             writer.wait_merging_threads()
         except BaseException:
-            try:
+            with contextlib.suppress(Exception):  # the error being handled is the one to report
                 writer.rollback()
-            except BaseException:  # noqa: S110 - the original error is the one to report
-                pass
             raise
         self.reload()
         return opstamp
@@ -321,9 +320,7 @@ def _reason(e: Exception) -> str:
     if "Only excluding terms" in msg:
         return "it only excludes words; add a word to match, e.g. `chat NOT python`"
     if "Syntax Error" in msg:
-        return (
-            f"{msg}. Use words, \"quoted phrases\", AND / OR / NOT, parentheses and prefix*"
-        )
+        return f'{msg}. Use words, "quoted phrases", AND / OR / NOT, parentheses and prefix*'
     return msg
 
 

@@ -24,7 +24,7 @@ from .ids import format_us, from_us
 TERMS_SAMPLE = 1000
 TOP_TERMS = 20
 
-# English function words and chat filler, left out of top terms.
+# English function words and chat filler, left out of top terms (a word list reads best as text).
 STOPWORDS = frozenset(
     """
 a about above after again against all also am an and any are aren't as at be because been
@@ -39,7 +39,7 @@ they'll they're they've this those through thus to too under until up upon us us
 very want was wasn't way we we'd we'll we're we've well were weren't what what's when when's
 where where's whether which while who who's whom why why's will with won't would wouldn't yes yet
 you you'd you'll you're you've your yours yourself yourselves
-""".split()
+""".split()  # noqa: SIM905
 )
 _TERM = re.compile(r"[^\W\d_][\w'-]*[^\W_]|[^\W\d_]{2,}")
 
@@ -238,7 +238,9 @@ def compute(
     else:
         storage_sql = "SELECT sum(raw_bytes), sum(size), count(*) FROM files"
     srow = con.run(storage_sql, who_params)[0]
-    storage = Storage(int(srow[0] or 0), int(srow[1] or 0), int(srow[2] or 0)) if srow else Storage()
+    storage = (
+        Storage(int(srow[0] or 0), int(srow[1] or 0), int(srow[2] or 0)) if srow else Storage()
+    )
 
     terms, sampled = top_terms(catalog, where, params, total)
     return Stats(

@@ -6,9 +6,12 @@ import csv
 import io
 import json
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from convstore import InvalidInput, SessionNotFound, Store
 from convstore.exporters import COLUMNS, EPOCH, export, select_sessions
@@ -242,3 +245,58 @@ class TestAtomicWrites:
             export(small, select_sessions(small), "nope", out)
         assert out.read_text("utf-8") == "old"
         assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")) == []
+
+
+# Any character but lone surrogates, which no JSON encoder can write as UTF-8.
+_CHARS = st.characters(exclude_categories=["Cs"])
+_json_leaf = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**53), 2**53)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(_CHARS, max_size=20)
+)
+_json = st.recursive(
+    _json_leaf,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+_text = st.text(_CHARS, max_size=40)
+_content = _text | st.lists(
+    st.builds(lambda t: {"type": "text", "text": t}, _text), min_size=1, max_size=3
+)
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    messages=st.lists(
+        st.tuples(
+            st.sampled_from(["user", "assistant", "tool"]),
+            _content,
+            st.dictionaries(st.text(max_size=8), _json, max_size=3),
+        ),
+        max_size=5,
+    ),
+    title=st.none() | _text,
+)
+def test_any_content_and_metadata_survive_the_round_trip(
+    tmp_path_factory: pytest.TempPathFactory,
+    messages: list[tuple[str, Any, dict[str, Any]]],
+    title: str | None,
+) -> None:
+    base = tmp_path_factory.mktemp("rt")
+    with Store(base / "src") as src:
+        s = src.create_session(
+            "x", title=title, metadata={"m": messages[0][2] if messages else None}
+        )
+        s.extend({"role": r, "content": c, "metadata": m} for r, c, m in messages)
+        first, second = roundtrip(src, base)
+    assert first == second
+    doc = json.loads(first)
+    assert [(m["role"], m["content"], m["metadata"]) for m in doc["sessions"][0]["messages"]] == [
+        (r, c, m) for r, c, m in messages
+    ]

@@ -16,7 +16,7 @@ from rich.text import Text
 
 from ..errors import ConvstoreError
 from ..exporters import content_markdown, session_markdown
-from ..records import ROLES, Message
+from ..records import ROLES, Message, check_metadata, check_role, encode_record
 from ..session import Session
 from ._common import (
     JsonOpt,
@@ -88,17 +88,19 @@ def add(
     json: JsonOpt = False,
 ) -> None:
     """Append a message to a session (a new session unless --session is given)."""
+    if session_id is not None and (title is not None or user is not None or org is not None):
+        raise typer.BadParameter(
+            "--title, --user and --org describe a new session; drop them or --session",
+            param_hint="'--session'",
+        )
     body = read_text(text)
     metadata = parse_meta(meta)
+    # Checked before a new session is made, so a refused message leaves no empty session.
+    encode_record({"role": check_role(role), "content": body, "metadata": check_metadata(metadata)})
     with open_store(ctx, store, create=True) as s:
         if session_id is None:
             session = s.create_session(title=title, user_id=user, org_id=org)
         else:
-            if title is not None or user is not None or org is not None:
-                raise typer.BadParameter(
-                    "--title, --user and --org describe a new session; drop them or --session",
-                    param_hint="'--session'",
-                )
             session = s.session(session_id)
         message = session.append(role, body, metadata=metadata)
     if json:

@@ -34,11 +34,13 @@ import threading
 import time
 import weakref
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import filelock
+import zstandard
 
 from . import frames, layout
 from .errors import CorruptData, InvalidInput, LockTimeout, SessionNotFound
@@ -71,6 +73,10 @@ LOCK_NAME = "compaction"
 stages and merges (so that git never records half of a compaction)."""
 
 LOCK_TIMEOUT = 120.0
+
+# A whole-store compaction runs this many sessions at once, and takes the lock per batch.
+_THREADS = 4
+_BATCH = 64
 
 # Kinds a dropped session keeps whatever happens: they say the session existed and was deleted,
 # so that its id is never reused and other clones' unsynced records of it stay hidden.
@@ -207,17 +213,24 @@ def compact(
                 f"no session {sid!r} in {store.path}; list them with `convstore ls`"
             )
         ids = [sid]
-    lineage = _Lineage(store)
-    report = CompactReport()
+    valid = []
     for sid in ids:
         try:
-            validate_session_id(sid)
+            valid.append(validate_session_id(sid))
         except InvalidInput:
             continue  # check() reports stray folders; compaction leaves them alone
-        # One session per lock hold, so that `convstore sync` or a background compaction in
-        # another process can slip in between sessions of a long whole-store run.
-        with compaction_lock(store, lock_timeout):
-            report.sessions.append(_compact_session(store, sid, lineage))
+    lineage = _Lineage(store)
+    report = CompactReport()
+    # Sessions are independent, and most of a session's time goes to fsync and to pyarrow,
+    # which release the GIL: a few threads overlap them. The lock is taken per batch, so that
+    # `convstore sync` or a background compaction elsewhere can slip in between batches.
+    with ThreadPoolExecutor(max_workers=_THREADS, thread_name_prefix="convstore-compact") as pool:
+        for i in range(0, len(valid), _BATCH):
+            with compaction_lock(store, lock_timeout):
+                batch = valid[i : i + _BATCH]
+                report.sessions.extend(
+                    pool.map(lambda sid: _compact_session(store, sid, lineage), batch)
+                )
     report.seconds = time.perf_counter() - started
     return report
 
@@ -305,11 +318,12 @@ def _compact_session(store: Store, sid: str, lineage: _Lineage) -> SessionCompac
     # so a crash from here on leaves duplicates that readers de-duplicate, never a loss.
     # The unlinks happen under the session lock because an appender of this clone that still
     # holds a sealed segment open re-reads it by name while catching up, under that lock.
+    # No directory fsync after the unlinks: if a power loss undoes some of them, the files
+    # come back as duplicates of what the sealed file holds, which readers de-duplicate.
     with store._locks.get(sid):
         for path in (*inputs.hot, *inputs.sealed):
             if path != keep:
                 path.unlink(missing_ok=True)
-    layout.fsync_dir(folder)
     return result
 
 
@@ -364,11 +378,11 @@ def _read_inputs(folder: Path, names: list[str], writer: str) -> _Inputs:
             except FileNotFoundError:
                 inputs.problem = f"{name} vanished while being read (a git pull?)"
                 return inputs
-            scan = frames.scan(data)
+            scan = frames.scan(data, decompress=False)
             try:
-                records = [r for _, _, p in scan.frames for r in frames.decode_records(p)]
-            except ValueError as e:
-                inputs.problem = f"{path} holds a frame that is not JSON lines ({e})"
+                records = _hot_records(data, scan)
+            except (ValueError, zstandard.ZstdError) as e:
+                inputs.problem = f"{path} holds a frame that does not decode ({e})"
                 return inputs
             damaged = [d for d in scan.damage if not d.torn]
             # Only a closed segment of ours is final: nobody appends after an end marker.
@@ -383,6 +397,26 @@ def _read_inputs(folder: Path, names: list[str], writer: str) -> _Inputs:
     if bad is not None:
         inputs.problem = f"a record is malformed ({str(bad)[:80]})"
     return inputs
+
+
+_local = threading.local()
+
+
+def _hot_records(data: bytes, scan: frames.ScanResult) -> list[Record]:
+    """The records of a scanned hot segment, decompressed with this thread's decompressor.
+
+    Not through ``frames.scan(decompress=True)``: its module-wide ZstdDecompressor is not
+    thread-safe, and compaction reads sessions in several threads (see the frames.py change
+    proposed with issue 5).
+    """
+    decompressor = getattr(_local, "decompressor", None)
+    if decompressor is None:
+        decompressor = _local.decompressor = zstandard.ZstdDecompressor()
+    records: list[Record] = []
+    for start, end, _ in scan.frames:
+        payload = decompressor.decompress(data[start + frames.HEADER_SIZE : end])
+        records.extend(frames.decode_records(payload))
+    return records
 
 
 def _malformed(r: Any, sid: str) -> bool:
@@ -600,8 +634,13 @@ class _Lineage:
         self.store = store
         self._children: dict[str, list[tuple[str, str]]] | None = None
         self._dropped: set[str] = set()
+        self._guard = threading.Lock()  # compaction threads share one lineage
 
     def _build(self) -> dict[str, list[tuple[str, str]]]:
+        with self._guard:
+            return self._build_locked()
+
+    def _build_locked(self) -> dict[str, list[tuple[str, str]]]:
         if self._children is None:
             children: dict[str, list[tuple[str, str]]] = {}
             for sid in self.store.session_ids():

@@ -1715,10 +1715,12 @@ METHOD = """## Method
   about 50 messages per session, user messages 20-400 characters, assistant messages 200-3000
   with code blocks, Zipf vocabulary; `python` is in about a quarter of the messages, `zyzzyva`
   in one in 10,000. Assistant messages carry model, token and latency metadata.
-- **Loading.** Every system gets the same messages in global time order through its batch call
-  (convstore: one `extend` per session per chunk), with its default durability. The first 1,000
-  are a probe: a peer whose measured rate says the scale would take longer than the mode's
-  budget is skipped, with that estimate as the reason.
+- **Loading.** Every system gets the same messages in global time order through its batch call,
+  a tenth of the scale per chunk. Peers load with their default durability (SQLite commits a
+  chunk at once); convstore loads as a bulk import does, `Store(sync="close")` with one `extend`
+  per session per chunk and the fsyncs at `close()`. The first 1,000 messages are a probe: a
+  peer whose measured rate says the scale would take longer than the mode's budget is skipped,
+  with that estimate as the reason. Everything after the load uses default durability.
 - **Single append.** New messages (another seed) appended one call at a time to 100-200
   existing sessions of the loaded store, each call timed alone; repeats of 200-500 calls, median
   of the repeats' rates. Each system uses its default durability (see the durability column);

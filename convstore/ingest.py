@@ -9,13 +9,14 @@ same new bytes agree on the result.
 How a refresh finds changes, for each session folder:
 
 - a session whose view this process holds (``Views``, an LRU) is refreshed by the view itself:
-  one ``stat`` of the folder and one per hot segment, then only the appended bytes are read;
+  one ``stat`` of the folder and one per open hot segment, then only the appended bytes are read;
 - any other session is compared with the positions the catalog recorded (``folders`` and
   ``files``): the same ``stat`` calls, and the folder is listed again only when its mtime moved
   (or is too recent to trust: the racy-mtime rule of view.py). When something changed, the whole
   session is read into a fresh view and diffed against its rows;
-- a folder that disappeared, a file that disappeared or shrank (compaction sealed it, prune or a
-  git pull removed it) makes the view start over, and the diff removes every row it no longer has.
+- a folder that disappeared, a file that disappeared, shrank or was replaced (compaction sealed
+  it, prune or a git pull removed it) makes the view start over, and the diff removes every row
+  it no longer has.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from typing import Any
 
 import orjson
 
-from .catalog import TABLES, Catalog, Row, TableChanges
+from .catalog import TABLES, Catalog, Row, TableChanges, in_list
 from .errors import InvalidInput
 from .ids import from_us, to_us, validate_session_id
 from .layout import HOT_RE, SEALED_RE
@@ -38,6 +39,9 @@ from .records import Message, encode_json
 from .view import SessionView
 
 _RACY_NS = 2_000_000_000  # as in view.py
+
+# (user_id, org_id, agent_id, title): copied into every message row or index document.
+Fields = tuple[Any, Any, Any, Any]
 
 
 # -- positions: how far every file was read ---------------------------------------------------
@@ -86,6 +90,7 @@ def load_positions(catalog: Catalog) -> dict[str, FolderPos]:
                 kind, size, ingested, raw, records, bool(closed), inode or 0
             )
     catalog.positions = out
+    catalog.position_log.clear()
     return out
 
 
@@ -117,14 +122,17 @@ def _replay(positions: dict[str, FolderPos], log: list[tuple[str, list[Any], lis
                 folder.mtime_ns, folder.listed_at_ns = r["mtime_ns"], r["listed_at_ns"]
 
 
-def folder_changed(folder: Path, pos: FolderPos) -> tuple[bool | None, bool]:
+def folder_changed(folder: str, pos: FolderPos) -> tuple[bool | None, bool]:
     """(changed, settled): changed is None when the folder is gone.
 
     ``settled`` says a racy listing was redone, found nothing new, and is now old enough to be
     trusted: recording the new listing time stops the folder being listed on every refresh.
+    Paths are plain strings: this runs once per session on every refresh, and pathlib costs
+    more than the ``stat`` calls themselves.
     """
+    stat = os.stat
     try:
-        st = os.stat(folder)
+        st = stat(folder)
     except FileNotFoundError:
         return None, False
     settled = False
@@ -134,16 +142,16 @@ def folder_changed(folder: Path, pos: FolderPos) -> tuple[bool | None, bool]:
             names = {n for n in os.listdir(folder) if HOT_RE.fullmatch(n) or SEALED_RE.fullmatch(n)}
         except FileNotFoundError:
             return None, False
-        if names != set(pos.files):
+        if names != pos.files.keys():
             return True, False
         if listed_at - st.st_mtime_ns >= _RACY_NS:
             pos.mtime_ns, pos.listed_at_ns = st.st_mtime_ns, listed_at
             settled = True
     for name, fp in pos.files.items():
-        if fp.kind != "hot" or fp.closed:
+        if fp.closed or fp.kind != "hot":
             continue  # a closed segment only ever disappears, which moves the folder's mtime
         try:
-            fst = os.stat(folder / name)
+            fst = stat(folder + "/" + name)
         except FileNotFoundError:
             return True, False
         if fst.st_size != fp.size or fst.st_ino != fp.inode:
@@ -163,6 +171,9 @@ class TrackingView(SessionView):
         self.full = True  # everything must be compared with the catalog (new or rebuilt view)
         self.dirty = True  # something was read since the last ingest
         self.touched: set[str] = set()
+        self.touched_states: set[str] = set()
+        self.checkpoints_touched = False
+        self.synced: Fields | None = None  # the session's fields the catalog holds
         self.files: dict[str, FilePos] = {}
         self._count = 0
         self._sealed_raw: int | None = None
@@ -176,6 +187,9 @@ class TrackingView(SessionView):
         self.full = False
         self.dirty = False
         self.touched = set()
+        self.touched_states = set()
+        self.checkpoints_touched = False
+        self.synced = session_fields(self)
 
     def _read_hot(self, name: str, offset: int, size: int, inode: int) -> None:
         raw, self._count = self.raw_bytes, 0
@@ -218,6 +232,10 @@ class TrackingView(SessionView):
             self.touched.add(str(r.get("id")))
         elif kind in ("edit", "delete"):
             self.touched.add(str(r.get("target")))
+        elif kind == "state":
+            self.touched_states.add(str(r.get("id")))
+        elif kind in ("checkpoint", "cp_delete"):
+            self.checkpoints_touched = True
 
     def positions(self) -> FolderPos:
         files: dict[str, FilePos] = {}
@@ -271,17 +289,23 @@ class Update:
     view: TrackingView | None
 
     @property
-    def full(self) -> bool:
-        return self.view is None or self.view.full
+    def alive(self) -> bool:
+        v = self.view
+        return v is not None and v.exists and v.dropped is None
 
 
-def session_names(sessions_dir: Path) -> list[str]:
+def session_names(sessions_dir: Path, known: Iterable[str] = ()) -> list[str]:
+    """The session folders; names already known are taken as valid without checking again."""
     try:
         names = os.listdir(sessions_dir)
     except FileNotFoundError:
         return []
+    seen = known if isinstance(known, (set, dict)) else set(known)
     out = []
     for n in names:
+        if n in seen:
+            out.append(n)
+            continue
         try:
             out.append(validate_session_id(n))
         except InvalidInput:
@@ -303,13 +327,14 @@ def collect(
     """
     updates: list[Update] = []
     settled: set[str] = set()
-    names = session_names(sessions_dir) if only is None else list(only)
+    names = session_names(sessions_dir, positions) if only is None else list(only)
+    root = str(sessions_dir) + "/"
     for sid in names:
-        folder = sessions_dir / sid
+        folder = root + sid
         view = views.get(sid)
         if view is not None:
             view.refresh()
-            if not folder.exists():
+            if not os.path.isdir(folder):
                 views.drop(sid)
                 if sid in positions:
                     updates.append(Update(sid, None))
@@ -326,9 +351,9 @@ def collect(
                 if now_settled:
                     settled.add(sid)
                 continue
-        elif not folder.is_dir():
+        elif not os.path.isdir(folder):
             continue
-        view = TrackingView(sid, folder)
+        view = TrackingView(sid, sessions_dir / sid)
         view.refresh()
         views.put(view)
         updates.append(Update(sid, view))
@@ -368,7 +393,7 @@ def usage(metadata: dict[str, Any]) -> tuple[str | None, int | None, int | None]
     return model, t_in, t_out
 
 
-def message_row(m: Message, session: tuple[Any, Any, Any]) -> Row:
+def message_row(m: Message, session: Fields) -> Row:
     text = m.text
     model, t_in, t_out = usage(m.metadata)
     at = m.created_at
@@ -394,8 +419,13 @@ def message_row(m: Message, session: tuple[Any, Any, Any]) -> Row:
     }
 
 
-def session_fields(view: SessionView) -> tuple[Any, Any, Any]:
-    return (view.field("user_id"), view.field("org_id"), view.field("agent_id"))
+def session_fields(view: SessionView) -> Fields:
+    return (
+        view.field("user_id"),
+        view.field("org_id"),
+        view.field("agent_id"),
+        view.field("title"),
+    )
 
 
 def session_row(view: TrackingView, pos: FolderPos) -> Row:
@@ -441,14 +471,46 @@ def position_rows(sid: str, pos: FolderPos) -> tuple[Row, list[Row]]:
     return folder, files
 
 
+def state_row(view: SessionView, rid: str) -> Row | None:
+    got = view.states.get(rid)
+    if got is None:
+        return None
+    key, record = got
+    parts = record.get("parts")
+    return {
+        "id": rid,
+        "session_id": view.session_id,
+        "created_at": from_us(key[0]),
+        "keys": sorted(parts) if isinstance(parts, dict) else None,
+    }
+
+
+def checkpoint_rows(view: SessionView) -> dict[str, Row]:
+    out = {}
+    for cp in view.live_checkpoints(None):
+        key = f"{view.session_id}/{cp.namespace}/{cp.checkpoint_id}"
+        out[key] = {
+            "_key": key,
+            "session_id": view.session_id,
+            "namespace": cp.namespace,
+            "checkpoint_id": cp.checkpoint_id,
+            "parent_id": cp.parent_id,
+            "metadata": _json(cp.metadata),
+            "created_at": cp.created_at,
+            "record_id": cp.rid,
+        }
+    return out
+
+
 # -- planning: the diff between the views and the catalog --------------------------------------
 
 
 @dataclass
 class IndexChanges:
-    """What the search index must do: (re)add these messages, drop these ids and sessions."""
+    """What the search index must do: (re)add these messages (with their session's fields),
+    drop these ids and every document of these sessions."""
 
-    add: list[Row] = field(default_factory=list)
+    add: list[tuple[Row, Fields]] = field(default_factory=list)
     delete: set[str] = field(default_factory=set)
     delete_sessions: set[str] = field(default_factory=set)
 
@@ -471,52 +533,54 @@ def _edited_us(m: Message) -> int | None:
     return None if m.edited_at is None else to_us(m.edited_at)
 
 
+def _group(rows: list[tuple[Any, ...]], sids: Iterable[str]) -> dict[str, dict[Any, Any]]:
+    """{session: {key: rest}} from (session, key, *rest) rows."""
+    out: dict[str, dict[Any, Any]] = {s: {} for s in sids}
+    for sid, key, *rest in rows:
+        out.setdefault(sid, {})[key] = rest[0] if len(rest) == 1 else tuple(rest)
+    return out
+
+
 def plan(catalog: Catalog, updates: list[Update], settled: Iterable[str] = ()) -> Plan:
-    """The catalog and index changes that make ``updates`` current."""
+    """The catalog and index changes that make ``updates`` current.
+
+    A view read in full (new, rebuilt, or its session gone) is compared with every row the
+    catalog holds for the session. A view that only read appended bytes is compared on what
+    those bytes touched, which costs one indexed lookup however long the session is.
+    """
     tables = {name: TableChanges() for name in TABLES}
-    index = IndexChanges()
-    if not updates and not settled:
-        return Plan(tables, index)
-    done: set[str] = set()
+    result = Plan(tables, IndexChanges())
+    index = result.index
     sids = [u.session_id for u in updates]
 
-    known_sessions = {
-        r[0]: (r[1], r[2], r[3])
+    # Sessions compared row by row: full views, removed sessions, and sessions whose user,
+    # org, agent or title changed (those are copied into every message row and document).
+    unsure = [u.session_id for u in updates if u.view is None or u.view.synced is None]
+    held: dict[str, Fields] = {
+        r[0]: (r[1], r[2], r[3], r[4])
         for r in catalog.rows(
-            "SELECT id, user_id, org_id, agent_id FROM "
-            f"({catalog.live_rows('sessions', 'id = ANY($1)')})",
-            [sids],
+            "SELECT id, user_id, org_id, agent_id, title FROM "
+            f"({catalog.live_rows('sessions', in_list('id', unsure))})"
         )
     }
-
-    def alive(u: Update) -> bool:
-        v = u.view
-        return v is not None and v.exists and v.dropped is None
-
-    # Sessions compared message by message against every row the catalog holds for them: new
-    # or rebuilt views, removed sessions, and sessions whose user, org or agent changed (those
-    # are copied into every message row).
-    whole: set[str] = set()
     for u in updates:
-        v = u.view
-        if (
-            not alive(u)
-            or u.full
-            or (
-                v is not None
-                and u.session_id in known_sessions
-                and session_fields(v) != known_sessions[u.session_id]
-            )
-        ):
-            whole.add(u.session_id)
-    existing: dict[str, dict[str, tuple[int | None, int | None]]] = {s: {} for s in sids}
-    if whole:
-        for sid, mid, rk, edited in catalog.rows(
+        if u.view is not None and u.view.synced is not None:
+            held[u.session_id] = u.view.synced
+    whole = {
+        u.session_id
+        for u in updates
+        if not u.alive
+        or u.view is None
+        or u.view.full
+        or session_fields(u.view) != held.get(u.session_id)
+    }
+    existing: dict[str, dict[str, tuple[int | None, int | None]]] = _group(
+        catalog.rows(
             "SELECT session_id, id, _rk, epoch_us(edited_at) FROM "
-            f"({catalog.live_rows('messages', 'session_id = ANY($1)')})",
-            [sorted(whole)],
-        ):
-            existing[sid][mid] = (rk, edited)
+            f"({catalog.live_rows('messages', in_list('session_id', sorted(whole)))})"
+        ),
+        sids,
+    )
     touched = sorted(
         {
             mid
@@ -528,31 +592,42 @@ def plan(catalog: Catalog, updates: list[Update], settled: Iterable[str] = ()) -
     if touched:
         for sid, mid, rk, edited in catalog.rows(
             "SELECT session_id, id, _rk, epoch_us(edited_at) FROM "
-            f"({catalog.live_rows('messages', 'id = ANY($1)')})",
-            [touched],
+            f"({catalog.live_rows('messages', in_list('id', touched))})"
         ):
-            if sid in existing:
-                existing[sid][mid] = (rk, edited)
-
-    def by_session(table: str, cols: str) -> dict[str, dict[str, Any]]:
-        out: dict[str, dict[str, Any]] = {s: {} for s in sids}
-        for sid, key, *rest in catalog.rows(
-            f"SELECT session_id, {cols} FROM ({catalog.live_rows(table, 'session_id = ANY($1)')})",
-            [sids],
-        ):
-            out[sid][key] = rest[0] if rest else None
-        return out
-
-    old_states = by_session("states", "id")
-    old_cps = by_session("checkpoints", "_key, record_id")
-    old_files = by_session("files", "_key")
+            existing.setdefault(sid, {})[mid] = (rk, edited)
+    # States, checkpoints and files rows are compared for full views only (an incremental
+    # view can only add states, and add or grow files), and checkpoints when records touched.
+    full_sids = sorted(whole)
+    cp_sids = sorted(
+        {u.session_id for u in updates if u.view is not None and u.view.checkpoints_touched} | whole
+    )
+    old_states = _group(
+        catalog.rows(
+            "SELECT session_id, id FROM "
+            f"({catalog.live_rows('states', in_list('session_id', full_sids))})"
+        ),
+        sids,
+    )
+    old_cps = _group(
+        catalog.rows(
+            "SELECT session_id, _key, record_id FROM "
+            f"({catalog.live_rows('checkpoints', in_list('session_id', cp_sids))})"
+        ),
+        sids,
+    )
+    old_files = _group(
+        catalog.rows(
+            "SELECT session_id, _key FROM "
+            f"({catalog.live_rows('files', in_list('session_id', full_sids))})"
+        ),
+        sids,
+    )
 
     msgs = tables["messages"]
-    result = Plan(tables, index)
     known_positions = catalog.positions or {}
     for u in updates:
         sid, view = u.session_id, u.view
-        old = existing[sid]
+        old = existing.get(sid, {})
         before = known_positions.get(sid)
         if before is not None:
             now = {} if view is None else view.positions().files
@@ -560,22 +635,22 @@ def plan(catalog: Catalog, updates: list[Update], settled: Iterable[str] = ()) -
                 name not in now or now[name].size < fp.size or now[name].inode != fp.inode
                 for name, fp in before.files.items()
             )
-        if not alive(u):
+        if not u.alive:
             for mid, (rk, _) in old.items():
                 msgs.removed.add(mid)
                 result.content_removed += 1
                 if rk is not None:
                     msgs.masks.add(rk)
             index.delete_sessions.add(sid)
-            if sid in known_sessions:
+            if sid in held:
                 tables["sessions"].removed.add(sid)
                 tables["sessions"].masks.add(sid)
-            _remove_keys(tables["states"], old_states[sid])
-            _remove_keys(tables["checkpoints"], old_cps[sid])
+            _remove_keys(tables["states"], old_states.get(sid, {}))
+            _remove_keys(tables["checkpoints"], old_cps.get(sid, {}))
         else:
             assert view is not None
             fields = session_fields(view)
-            force = sid in known_sessions and fields != known_sessions[sid]
+            force = sid in held and fields != held[sid]
             candidates = set(old) | set(view.messages) if sid in whole else set(view.touched)
             for mid in candidates:
                 msg = view.messages.get(mid)
@@ -596,33 +671,34 @@ def plan(catalog: Catalog, updates: list[Update], settled: Iterable[str] = ()) -
                     result.content_removed += prev[1] != _edited_us(msg)
                     if prev[0] is not None:
                         msgs.masks.add(prev[0])
-                index.add.append(row)
+                index.add.append((row, fields))
             pos = view.positions()
             tables["sessions"].rows.append(session_row(view, pos))
             tables["sessions"].masks.add(sid)
-            _diff_states(tables["states"], view, old_states[sid])
-            _diff_checkpoints(tables["checkpoints"], view, old_cps[sid])
+            _diff_states(tables["states"], view, old_states.get(sid, {}), sid in whole)
+            if sid in cp_sids:
+                _diff_checkpoints(tables["checkpoints"], view, old_cps.get(sid, {}))
         # Positions: what was read from each file, or nothing when the folder is gone.
         files = tables["files"]
-        done.add(sid)
         if view is None:
             tables["folders"].removed.add(sid)
             tables["folders"].masks.add(sid)
-            _remove_keys(files, old_files[sid])
+            _remove_keys(files, old_files.get(sid, {}))
             continue
         pos = view.positions()
         folder_row, file_rows = position_rows(sid, pos)
         tables["folders"].rows.append(folder_row)
         tables["folders"].masks.add(sid)
         keys = {r["_key"] for r in file_rows}
-        _remove_keys(files, {k: None for k in old_files[sid] if k not in keys})
+        _remove_keys(files, [k for k in old_files.get(sid, {}) if k not in keys])
         files.rows.extend(file_rows)
         files.masks.update(keys)
+    done = set(sids)
     for sid in settled:
-        held = (catalog.positions or {}).get(sid)
-        if held is None or sid in done:
+        pos_held = known_positions.get(sid)
+        if pos_held is None or sid in done:
             continue
-        folder_row, _ = position_rows(sid, held)
+        folder_row, _ = position_rows(sid, pos_held)
         tables["folders"].rows.append(folder_row)
         tables["folders"].masks.add(sid)
     return result
@@ -634,43 +710,25 @@ def _remove_keys(change: TableChanges, keys: Iterable[str]) -> None:
         change.masks.add(k)
 
 
-def _diff_states(change: TableChanges, view: SessionView, old: dict[str, Any]) -> None:
-    for rid, (key, record) in view.states.items():
-        if rid in old:
-            continue
-        parts = record.get("parts")
-        change.rows.append(
-            {
-                "id": rid,
-                "session_id": view.session_id,
-                "created_at": from_us(key[0]),
-                "keys": sorted(parts) if isinstance(parts, dict) else None,
-            }
-        )
-        change.masks.add(rid)
-    _remove_keys(change, [rid for rid in old if rid not in view.states])
+def _diff_states(
+    change: TableChanges, view: TrackingView, old: dict[str, Any], whole: bool
+) -> None:
+    fresh = set(view.states) - set(old) if whole else view.touched_states
+    for rid in sorted(fresh):
+        row = state_row(view, rid)
+        if row is not None:
+            change.rows.append(row)
+            change.masks.add(rid)
+    if whole:
+        _remove_keys(change, [rid for rid in old if rid not in view.states])
 
 
 def _diff_checkpoints(change: TableChanges, view: SessionView, old: dict[str, Any]) -> None:
-    live = {}
-    for cp in view.live_checkpoints(None):
-        live[f"{view.session_id}/{cp.namespace}/{cp.checkpoint_id}"] = cp
-    for key, cp in live.items():
-        if old.get(key) == cp.rid:
-            continue
-        change.rows.append(
-            {
-                "_key": key,
-                "session_id": view.session_id,
-                "namespace": cp.namespace,
-                "checkpoint_id": cp.checkpoint_id,
-                "parent_id": cp.parent_id,
-                "metadata": _json(cp.metadata),
-                "created_at": cp.created_at,
-                "record_id": cp.rid,
-            }
-        )
-        change.masks.add(key)
+    live = checkpoint_rows(view)
+    for key, row in live.items():
+        if old.get(key) != row["record_id"]:
+            change.rows.append(row)
+            change.masks.add(key)
     _remove_keys(change, [k for k in old if k not in live])
 
 
@@ -686,10 +744,6 @@ def all_rows(view: TrackingView) -> dict[str, list[Row]]:
     fields = session_fields(view)
     out["messages"] = [message_row(m, fields) for m in view.order]
     out["sessions"].append(session_row(view, pos))
-    states = TableChanges()
-    _diff_states(states, view, {})
-    out["states"] = states.rows
-    cps = TableChanges()
-    _diff_checkpoints(cps, view, {})
-    out["checkpoints"] = cps.rows
+    out["states"] = [r for rid in sorted(view.states) if (r := state_row(view, rid))]
+    out["checkpoints"] = list(checkpoint_rows(view).values())
     return out

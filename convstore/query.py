@@ -35,6 +35,7 @@ from .catalog import (
     CacheInvalid,
     Catalog,
     Manifest,
+    in_list,
     new_name,
     read_manifest,
     write_manifest,
@@ -132,6 +133,7 @@ class QueryLayer:
         self._catalog: Catalog | None = None
         self._index: SearchIndex | None = None
         self._index_opstamp = -1
+        self._reload_index = False
         self._views = Views()
         self._refreshed = False
         self._stale: set[str] = set()
@@ -186,9 +188,10 @@ class QueryLayer:
                 f"search index {index.path} is behind the catalog "
                 f"({on_disk} < {manifest.index_opstamp})"
             )
-        if on_disk != self._index_opstamp:
+        if on_disk != self._index_opstamp or self._reload_index:
             index.reload()
             self._index_opstamp = on_disk
+            self._reload_index = False
         self._index = index
 
     def _load(self) -> None:
@@ -275,12 +278,15 @@ class QueryLayer:
             assert manifest is not None
             opstamp = manifest.index_opstamp
             if changes.index or stale:
+                # The searcher reloads lazily, at the next search (a reload after a commit
+                # opens the new segment files, ~10 ms, and a refresh may be all we do).
                 opstamp = index.apply(
                     changes.index.add,
                     changes.index.delete | stale,
                     changes.index.delete_sessions,
                 )
-                self._index_opstamp = index.opstamp()
+                self._index_opstamp = opstamp
+                self._reload_index = True
             if any(changes.tables.values()):
                 catalog.publish(changes.tables, opstamp, changes.content_removed)
             elif opstamp != manifest.index_opstamp:
@@ -323,12 +329,13 @@ class QueryLayer:
         writer = index.bulk()
         try:
             reader = catalog.con.sql(
-                "SELECT id, session_id, role, user_id, org_id, epoch_us(created_at) AS created_at, "
-                "text FROM messages"
+                "SELECT m.id, m.session_id, m.role, m.user_id, m.org_id, "
+                "epoch_us(m.created_at) AS created_at, m.text, s.title "
+                "FROM messages m LEFT JOIN sessions s ON s.id = m.session_id"
             ).to_arrow_reader(50_000)
             for batch in reader:
                 for row in batch.to_pylist():
-                    writer.add_document(document(row))
+                    writer.add_document(document(row, row["title"]))
             opstamp = int(writer.commit())
             writer.wait_merging_threads()
         except BaseException:
@@ -393,8 +400,9 @@ class QueryLayer:
                 for table, table_rows in rows.items():
                     if table_rows:
                         builder.add(table, table_rows)
+                title = view.field("title")
                 for row in rows["messages"]:
-                    writer.add_document(document(row))
+                    writer.add_document(document(row, title))
                 if progress is not None:
                     progress(done, len(names))
             builder.finish()
@@ -516,6 +524,9 @@ class QueryLayer:
         order: str,
     ) -> list[SearchHit]:
         catalog, index = self._ready()
+        if self._reload_index:
+            index.reload()
+            self._reload_index = False
         parsed, prefixes = index.parse(query)
         filters = index.filters(
             session_id=session_id,
@@ -534,55 +545,47 @@ class QueryLayer:
             if isinstance(e, Exception) or type(e).__name__ == "PanicException":
                 raise CacheInvalid(str(e)) from None
             raise
-        rows = self._texts(catalog, [mid for _, mid, _ in top])
-        if len(rows) < len(top):
+        texts = self._texts(catalog, [f.message_id for f in top])
+        if len(texts) < len(top):
             self._sync()  # another process may have indexed them a moment before publishing
-            catalog, _ = self._catalog, self._index  # type: ignore[assignment]
-            assert catalog is not None
-            rows = self._texts(catalog, [mid for _, mid, _ in top])
+            assert self._catalog is not None
+            texts = self._texts(self._catalog, [f.message_id for f in top])
         gen = index.highlighter(parsed, prefixes)
         words = query_words(query)
         hits = []
-        for score, mid, _ in top:
-            row = rows.get(mid)
-            if row is None:
-                self._stale.add(mid)  # in the index, gone from the catalog: removed next refresh
+        for f in top:
+            text = texts.get(f.message_id)
+            if text is None:
+                self._stale.add(
+                    f.message_id
+                )  # indexed, gone from the catalog: removed next refresh
                 continue
-            sid, msg_role, created_us, text, user, org, title = row
             hits.append(
                 SearchHit(
-                    session_id=sid,
-                    message_id=mid,
-                    created_at=from_us(created_us),
-                    role=msg_role,
-                    score=score,
+                    session_id=f.session_id,
+                    message_id=f.message_id,
+                    created_at=from_us(f.created_us),
+                    role=f.role,
+                    score=f.score,
                     snippet=make_snippet(gen, text, words),
                     text=text,
-                    title=title,
-                    user_id=user,
-                    org_id=org,
+                    title=f.title,
+                    user_id=f.user_id,
+                    org_id=f.org_id,
                 )
             )
         return hits
 
     @staticmethod
-    def _texts(catalog: Catalog, ids: list[str]) -> dict[str, tuple[Any, ...]]:
-        """(session, role, time, text, user, org, title) of the given messages."""
+    def _texts(catalog: Catalog, ids: list[str]) -> dict[str, str]:
+        """The texts of the given messages, from the catalog (one indexed lookup)."""
         if not ids:
             return {}
-        found = catalog.rows(
-            "SELECT id, session_id, role, epoch_us(created_at), text, user_id, org_id FROM "
-            f"({catalog.live_rows('messages', 'id = ANY($1)')})",
-            [ids],
-        )
-        sids = sorted({r[1] for r in found})
-        titles = dict(
+        return dict(
             catalog.rows(
-                f"SELECT id, title FROM ({catalog.live_rows('sessions', 'id = ANY($1)')})",
-                [sids],
+                f"SELECT id, text FROM ({catalog.live_rows('messages', in_list('id', ids))})"
             )
         )
-        return {r[0]: (*r[1:], titles.get(r[1])) for r in found}
 
     # -- statistics and listings --------------------------------------------------------------
 

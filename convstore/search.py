@@ -32,8 +32,9 @@ import tantivy
 
 from .catalog import CacheInvalid, Row
 from .errors import QueryError
+from .ids import to_us
 
-SCHEMA_FIELDS = ("text", "id", "session", "user", "org", "role", "created_at")
+SCHEMA_FIELDS = ("text", "id", "session", "user", "org", "role", "title", "created_at")
 QUERY_FIELDS = frozenset({"text", "role", "session", "user", "org"})
 # Marks around the matched words of a snippet: plain characters, not HTML and not ANSI colours,
 # so a snippet is the message's own text (nothing escaped) that any caller can restyle: the CLI
@@ -46,9 +47,10 @@ SNIPPET_CHARS = 200
 def build_schema() -> tantivy.Schema:
     sb = tantivy.SchemaBuilder()
     sb.add_text_field("text", stored=False, tokenizer_name="en_stem", index_option="position")
-    for name, stored in (("id", True), ("session", True), ("user", False), ("org", False)):
-        sb.add_text_field(name, stored=stored, tokenizer_name="raw", index_option="basic")
-    sb.add_text_field("role", stored=False, tokenizer_name="raw", index_option="basic")
+    # Small stored fields give a hit everything but its text without asking the catalog
+    # (a session's title is copied into its documents, like its user and org).
+    for name in ("id", "session", "user", "org", "role", "title"):
+        sb.add_text_field(name, stored=True, tokenizer_name="raw", index_option="basic")
     sb.add_integer_field("created_at", stored=False, indexed=True, fast=True)
     return sb.build()
 
@@ -150,7 +152,7 @@ class SearchIndex:
 
     def apply(
         self,
-        add: Iterable[Row],
+        add: Iterable[tuple[Row, tuple[Any, ...]]],
         delete: Iterable[str] = (),
         delete_sessions: Iterable[str] = (),
         *,
@@ -168,9 +170,9 @@ class SearchIndex:
                 writer.delete_documents_by_term("session", sid)
             for mid in delete:
                 writer.delete_documents_by_term("id", mid)
-            for row in add:
+            for row, fields in add:
                 writer.delete_documents_by_term("id", row["id"])
-                writer.add_document(document(row))
+                writer.add_document(document(row, fields[3]))
             opstamp = int(writer.commit())
             # Merges run in writer threads; waiting for them releases tantivy's writer lock
             # for the next refresher and keeps the segment count bounded.
@@ -179,7 +181,6 @@ class SearchIndex:
             with contextlib.suppress(Exception):  # the error being handled is the one to report
                 writer.rollback()
             raise
-        self.reload()
         return opstamp
 
     def bulk(self, heap: int = 256_000_000) -> tantivy.IndexWriter:
@@ -248,39 +249,65 @@ class SearchIndex:
 
     def top(
         self, query: tantivy.Query, filters: list[tantivy.Query], limit: int, newest: bool
-    ) -> list[tuple[float | None, str, str]]:
-        """(score, message id, session id) of the best ``limit`` documents."""
+    ) -> list[Found]:
+        """The best ``limit`` documents, with their stored fields."""
         if filters:
             query = tantivy.Query.boolean_query(
                 [(tantivy.Occur.Must, query)] + [(tantivy.Occur.Must, f) for f in filters]
             )
+        searcher = self.searcher
         if newest:
-            result = self.searcher.search(
+            result = searcher.search(
                 query, limit, count=False, order_by_field="created_at", order=tantivy.Order.Desc
             )
         else:
-            result = self.searcher.search(query, limit, count=False)
-        out: list[tuple[float | None, str, str]] = []
-        for key, address in result.hits:
-            doc = self.searcher.doc(address)
-            score = None if newest else float(key)
-            out.append((score, str(doc.get_first("id")), str(doc.get_first("session"))))
+            result = searcher.search(query, limit, count=False)
+        hits = result.hits
+        if not hits:
+            return []
+        times = searcher.fast_field_values("created_at", [a for _, a in hits])
+        out = []
+        for (key, address), created in zip(hits, times, strict=True):
+            doc = searcher.doc(address)
+            out.append(
+                Found(
+                    score=None if newest else float(key),
+                    message_id=str(doc.get_first("id")),
+                    session_id=str(doc.get_first("session")),
+                    role=str(doc.get_first("role")),
+                    created_us=int(created or 0),
+                    user_id=doc.get_first("user"),
+                    org_id=doc.get_first("org"),
+                    title=doc.get_first("title"),
+                )
+            )
         return out
 
 
-def document(row: Row) -> tantivy.Document:
+@dataclass(frozen=True)
+class Found:
+    """A document the index returned, before its text is read from the catalog."""
+
+    score: float | None
+    message_id: str
+    session_id: str
+    role: str
+    created_us: int
+    user_id: str | None
+    org_id: str | None
+    title: str | None
+
+
+def document(row: Row, title: str | None) -> tantivy.Document:
     doc = tantivy.Document()
     doc.add_text("text", row["text"])
     doc.add_text("id", row["id"])
     doc.add_text("session", row["session_id"])
     doc.add_text("role", row["role"])
-    if row.get("user_id") is not None:
-        doc.add_text("user", row["user_id"])
-    if row.get("org_id") is not None:
-        doc.add_text("org", row["org_id"])
+    for name, value in (("user", row.get("user_id")), ("org", row.get("org_id")), ("title", title)):
+        if value is not None:
+            doc.add_text(name, value)
     created = row["created_at"]
-    from .ids import to_us
-
     doc.add_integer("created_at", created if isinstance(created, int) else to_us(created))
     return doc
 

@@ -12,16 +12,17 @@ no window, empty ones included); session lengths count a session's messages in t
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
+import tantivy
+
 from .catalog import Catalog
 from .ids import format_us, from_us
 
-TERMS_SAMPLE = 1000
+TERMS_SAMPLE = 400
 TOP_TERMS = 20
 
 # English function words and chat filler, left out of top terms (a word list reads best as text).
@@ -41,7 +42,6 @@ where where's whether which while who who's whom why why's will with won't would
 you you'd you'll you're you've your yours yourself yourselves
 """.split()  # noqa: SIM905
 )
-_TERM = re.compile(r"[^\W\d_][\w'-]*[^\W_]|[^\W\d_]{2,}")
 
 
 @dataclass(frozen=True)
@@ -160,89 +160,66 @@ def compute(
     until_us: int | None,
 ) -> Stats:
     who: list[str] = []
-    who_params: list[Any] = []
+    when: list[str] = []
+    params: list[Any] = []
     for column, value in (("user_id", user_id), ("org_id", org_id)):
         if value is not None:
-            who.append(f"{column} = ?")
-            who_params.append(value)
-    when: list[str] = []
-    when_params: list[Any] = []
+            params.append(value)
+            who.append(f"{column} = ${len(params)}")
     if since_us is not None:
-        when.append("created_at >= make_timestamptz(?::BIGINT)")
-        when_params.append(since_us)
+        params.append(since_us)
+        when.append(f"created_at >= make_timestamptz(${len(params)}::BIGINT)")
     if until_us is not None:
-        when.append("created_at < make_timestamptz(?::BIGINT)")
-        when_params.append(until_us)
-    conds = who + when
-    where = (" WHERE " + " AND ".join(conds)) if conds else ""
-    params = who_params + when_params
-    con = catalog
+        params.append(until_us)
+        when.append(f"created_at < make_timestamptz(${len(params)}::BIGINT)")
+    # The filters go inside both branches of the view (base and delta), where DuckDB pushes
+    # them into the scans.
+    msgs = catalog.live_rows("messages", " AND ".join(who + when))
 
-    # One scan for counts by role, day, hour and model (GROUPING SETS), with the time bounds.
-    grouped = con.run(
-        "SELECT grouping(role, day, hour, model) AS g, role, day, hour, model, count(*), "
-        "sum(tokens_in), sum(tokens_out), min(epoch_us(created_at)), max(epoch_us(created_at)) "
-        f"FROM messages{where} "
-        "GROUP BY GROUPING SETS ((role), (day), (hour), (model), ())",
-        params,
-    )
-    by_role: dict[str, int] = {}
-    per_day: dict[date, int] = {}
+    def run(sql: str) -> list[tuple[Any, ...]]:
+        return catalog.run(sql, params)
+
+    total, t_in, t_out, lo, hi = run(
+        "SELECT count(*), sum(tokens_in), sum(tokens_out), epoch_us(min(created_at)), "
+        f"epoch_us(max(created_at)) FROM ({msgs})"
+    )[0]
+    by_role = dict(run(f"SELECT role, count(*) FROM ({msgs}) GROUP BY role"))
+    per_day = dict(run(f"SELECT day, count(*) FROM ({msgs}) GROUP BY day ORDER BY day"))
     by_hour = [0] * 24
+    for hour, n in run(f"SELECT hour, count(*) FROM ({msgs}) GROUP BY hour"):
+        by_hour[int(hour)] = n
     models: dict[str, int] = {}
     tokens_by_model: dict[str, TokenCounts] = {}
-    total = 0
-    t_in = t_out = 0
-    first = last = None
-    for g, role, day, hour, model, n, s_in, s_out, lo, hi in grouped:
-        if g == 0b0111:  # grouped by role only
-            by_role[role] = n
-        elif g == 0b1011:
-            per_day[day] = n
-        elif g == 0b1101:
-            by_hour[int(hour)] = n
-        elif g == 0b1110:
-            if model is not None:
-                models[model] = n
-                tokens_by_model[model] = TokenCounts(int(s_in or 0), int(s_out or 0))
-        elif g == 0b1111:
-            total = n
-            t_in, t_out = int(s_in or 0), int(s_out or 0)
-            first = None if lo is None else from_us(lo)
-            last = None if hi is None else from_us(hi)
-    per_day = dict(sorted(per_day.items()))
-
-    lengths = con.run(
+    for model, n, m_in, m_out in run(
+        f"SELECT model, count(*), sum(tokens_in), sum(tokens_out) FROM ({msgs}) "
+        "WHERE model IS NOT NULL GROUP BY model"
+    ):
+        models[model] = n
+        tokens_by_model[model] = TokenCounts(int(m_in or 0), int(m_out or 0))
+    active, mean, quantiles, longest = run(
         "SELECT count(*), avg(n), quantile_cont(n, [0.5, 0.9, 0.99]), max(n) FROM "
-        f"(SELECT session_id, count(*) AS n FROM messages{where} GROUP BY session_id)",
-        params,
+        f"(SELECT session_id, count(*) AS n FROM ({msgs}) GROUP BY session_id)"
     )[0]
-    active, mean, quantiles, longest = lengths
     session_length = SessionLengths()
     if active:
         q = [float(x) for x in quantiles]
         session_length = SessionLengths(float(mean), q[0], q[1], q[2], int(longest))
-
-    who_where = (" WHERE " + " AND ".join(who)) if who else ""
     if when:
         sessions = int(active)
     else:
-        sessions = int(con.run(f"SELECT count(*) FROM sessions{who_where}", who_params)[0][0])
-
+        sessions = int(
+            run(f"SELECT count(*) FROM ({catalog.live_rows('sessions', ' AND '.join(who))})")[0][0]
+        )
     if who:
-        joined = " AND ".join(f"s.{c}" for c in who)
+        sess = catalog.live_rows("sessions", " AND ".join(who))
         storage_sql = (
             "SELECT sum(f.raw_bytes), sum(f.size), count(*) FROM files f "
-            f"JOIN sessions s ON s.id = f.session_id WHERE {joined}"
+            f"WHERE f.session_id IN (SELECT id FROM ({sess}))"
         )
     else:
         storage_sql = "SELECT sum(raw_bytes), sum(size), count(*) FROM files"
-    srow = con.run(storage_sql, who_params)[0]
-    storage = (
-        Storage(int(srow[0] or 0), int(srow[1] or 0), int(srow[2] or 0)) if srow else Storage()
-    )
-
-    terms, sampled = top_terms(catalog, where, params, total)
+    raw, disk, files = catalog.run(storage_sql, params[: len(who)])[0]
+    terms, sampled = top_terms(catalog, " AND ".join(who + when), params, int(total))
     return Stats(
         sessions=sessions,
         messages=int(total),
@@ -253,38 +230,54 @@ def compute(
         top_terms=terms,
         terms_sampled=sampled,
         models=dict(sorted(models.items(), key=lambda kv: (-kv[1], kv[0]))),
-        tokens=TokenCounts(t_in, t_out),
+        tokens=TokenCounts(int(t_in or 0), int(t_out or 0)),
         tokens_by_model=tokens_by_model,
-        storage=storage,
-        first_message_at=first,
-        last_message_at=last,
+        storage=Storage(int(raw or 0), int(disk or 0), int(files or 0)),
+        first_message_at=None if lo is None else from_us(lo),
+        last_message_at=None if hi is None else from_us(hi),
         since=None if since_us is None else from_us(since_us),
         until=None if until_us is None else from_us(until_us),
     )
 
 
+_ANALYZER = (
+    tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.simple())
+    .filter(tantivy.Filter.remove_long(30))
+    .filter(tantivy.Filter.lowercase())
+    .build()
+)
+# The simple tokenizer splits "don't" into "don" and "t": leave out those halves too.
+_SKIP = STOPWORDS | {w.split("'")[0] for w in STOPWORDS if "'" in w}
+
+
 def top_terms(
     catalog: Catalog, where: str, params: list[Any], total: int
 ) -> tuple[list[tuple[str, int]], int]:
-    """The most frequent words in a uniform sample of the matching messages (stopwords out).
+    """The most frequent words in a sample of about TERMS_SAMPLE matching messages.
 
-    Counting every word of a million messages takes seconds; a fixed-seed sample of a thousand
-    messages finds the same leaders in a few milliseconds and gives the same answer every time.
+    Counting every word of a million messages takes seconds. The sample is a hash of each row's
+    key, so it is spread over the whole window (no run of one session, no parity with roles),
+    costs a scan of one integer column, and gives the same answer every time. Words are split
+    and lower-cased by tantivy's tokenizer; stopwords, numbers and words under three letters
+    are left out.
     """
     if total == 0:
         return [], 0
-    if total <= TERMS_SAMPLE:
-        sql = f"SELECT text FROM messages{where}"
-    else:
-        sql = (
-            f"SELECT text FROM (SELECT text FROM messages{where}) "
-            f"USING SAMPLE reservoir({TERMS_SAMPLE} ROWS) REPEATABLE (7)"
-        )
-    texts = [r[0] for r in catalog.run(sql, params)]
+    step = max(1, total // TERMS_SAMPLE)
+    and_where = f"{where} AND " if where else ""
+    rows = catalog.live_rows(
+        "messages",
+        f"{and_where}hash(_rk) % {step} = 0",
+        f"{and_where}hash(id) % {step} = 0",  # delta rows have no _rk
+    )
+    texts = [r[0] for r in catalog.run(f"SELECT text FROM ({rows})", params)]
     counts: Counter[str] = Counter()
     for text in texts:
-        for word in _TERM.findall(text.lower()):
-            if word not in STOPWORDS:
-                counts[word] += 1
-    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_TERMS]
+        counts.update(_ANALYZER.analyze(text))
+    ranked = []
+    for word, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+        if len(word) >= 3 and word not in _SKIP and not word.isdigit():
+            ranked.append((word, n))
+            if len(ranked) == TOP_TERMS:
+                break
     return ranked, len(texts)

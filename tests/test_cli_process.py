@@ -6,6 +6,7 @@ import os
 import queue
 import signal
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -150,3 +151,42 @@ def test_follow_prints_new_messages_and_exits_0_on_ctrl_c(tmp_path: Path) -> Non
     assert proc.returncode == 0
     assert err == ""
     assert len(seen) == 2 and all(line.startswith('{"id": ') for line in seen)
+
+
+def _run_on_a_terminal_stderr(*args: str) -> tuple[int, str, str]:
+    """Run the script with stderr on a pseudo-terminal: (exit code, stdout, what stderr showed)."""
+    import pty
+
+    script = console_script()
+    assert script is not None
+    master, slave = pty.openpty()
+    env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "100"}
+    env.pop("NO_COLOR", None)
+    proc = subprocess.Popen([script, *args], stdout=subprocess.PIPE, stderr=slave, env=env)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the child closed its end
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(master)
+    out, _ = proc.communicate(timeout=120)
+    return proc.returncode, out.decode(), b"".join(chunks).decode("utf-8", "replace")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a POSIX pseudo-terminal")
+def test_long_work_shows_a_progress_bar_on_a_terminal(tmp_path: Path) -> None:
+    store = str(tmp_path / "s")
+    code, out, shown = _run_on_a_terminal_stderr(
+        "--store", store, "import", str(IMPORT / "chatgpt_branches.json")
+    )
+    assert code == 0 and "Added 5 session(s)" in out
+    assert "Reading 1 file(s)" in shown and "Importing" in shown
+    code, _, shown = _run_on_a_terminal_stderr(
+        "--store", store, "export", "-f", "jsonl", "-o", str(tmp_path / "x.jsonl")
+    )
+    assert code == 0 and "Exporting" in shown

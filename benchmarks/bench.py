@@ -1722,8 +1722,9 @@ METHOD = """## Method
   peer whose measured rate says the scale would take longer than the mode's budget is skipped,
   with that estimate as the reason. Everything after the load uses default durability.
 - **Single append.** New messages (another seed) appended one call at a time to 100-200
-  existing sessions of the loaded store, each call timed alone; repeats of 200-500 calls, median
-  of the repeats' rates. Each system uses its default durability (see the durability column);
+  existing sessions of the loaded store, each call timed alone, after 20 warm-up calls; the
+  mode's repeats of its series (quick: 3 x 100, full: 5 x 300), median of the repeats' rates
+  (messages over summed call time, so slow calls count). Each system uses its default durability (see the durability column);
   convstore's relaxed figure is `Store(sync="interval")`, compared with the peers that do not
   fsync per append.
 - **extend(100).** 100 new messages of one session per call; peers without a batch call loop.
@@ -1736,8 +1737,12 @@ METHOD = """## Method
 - **Sizes.** Every file of the store after closing it (SQLite's WAL folded back); convstore hot
   is the segments, after compaction the sealed Parquet files; the catalog and search index are
   reported apart as a derived cache.
-- **Peak memory.** `ru_maxrss` of a fresh process that opens the loaded store, reads 20
-  sessions, searches and asks for statistics (`python -m benchmarks.bench --probe`).
+- **Peak memory.** The peak resident set (`VmHWM`) of a fresh process that opens the loaded
+  store, reads 20 sessions, searches and asks for statistics (`python -m benchmarks.bench
+  --probe`); imports included, the harness's own memory not.
+- **Noise.** The machine is shared: other jobs ran beside this one (see the load average above),
+  which hits the fsync-bound figures hardest. Ratios are the fairer reading: both sides of a
+  ratio ran minutes apart under the same conditions.
 - **Statistics.** Medians of repeats, never means; percentiles by nearest rank.
 """
 

@@ -100,13 +100,20 @@ def _check_session(store: Store, sid: str, report: CheckReport, repair: bool) ->
     blobs: set[str] = set()
     refs: list[tuple[object, str]] = []  # (blob hash, where)
     has_session_record = False
-    for name in sorted(os.listdir(folder)):
+    names = sorted(os.listdir(folder))
+    newest: dict[str, int] = {}  # writer -> its newest sequence number
+    for name in names:
+        m = layout.HOT_RE.fullmatch(name)
+        if m:
+            newest[m.group(1)] = max(newest.get(m.group(1), 0), int(m.group(2)))
+    for name in names:
         path = folder / name
         hot = layout.HOT_RE.fullmatch(name)
         if hot:
             report.files += 1
             own = hot.group(1) == store.writer_id
-            records = _check_hot(store, sid, path, report, repair and own)
+            current = int(hot.group(2)) == newest[hot.group(1)]
+            records = _check_hot(store, sid, path, report, repair=repair and own, current=current)
         elif layout.SEALED_RE.fullmatch(name):
             report.files += 1
             try:
@@ -153,10 +160,25 @@ def _check_session(store: Store, sid: str, report: CheckReport, repair: bool) ->
 
 
 def _check_hot(
-    store: Store, sid: str, path: Path, report: CheckReport, repair: bool
+    store: Store, sid: str, path: Path, report: CheckReport, *, repair: bool, current: bool
 ) -> list[dict[str, Any]]:
+    """Check one hot segment. Only the writer's ``current`` (newest) segment can have a torn
+    tail: every older one was closed by an end marker before its successor was created, so
+    an older segment that does not end with one has lost its end, and that is damage."""
     result = frames.scan(path.read_bytes())
-    if result.torn is not None:
+    if not current:
+        if not result.closed:
+            report.issues.append(
+                Issue(
+                    str(path),
+                    "segment has a successor but no end marker: its end was lost (truncated, "
+                    "or an older copy restored); restore it from git or another clone",
+                )
+            )
+        for dmg in result.damage:
+            dmg.torn = False
+        repair = False
+    elif result.torn is not None:
         # An incomplete frame at the end may be an append in flight: look again holding the
         # session lock, when no writer of this machine can be mid-append.
         with store._locks.get(sid):

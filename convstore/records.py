@@ -134,9 +134,9 @@ def check_content(content: object) -> Content:
         raise InvalidContent(
             f"content must be a string or a list of parts, not {type(content).__name__}"
         )
+    check_json(content, "content")  # first: it bounds the depth _check_part recurses into
     for i, part in enumerate(content):
         _check_part(part, f"content[{i}]")
-    check_json(content, "content")
     return content
 
 

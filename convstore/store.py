@@ -38,6 +38,10 @@ class Store:
     SQLite does by default; ``"interval"`` fsyncs in the background every ``sync_interval``
     seconds and on close; ``"close"`` only on ``flush()`` and ``close()``. A process crash
     never tears a record in any mode; the relaxed modes may lose the last writes on power loss.
+
+    A hot segment is closed when it passes ``roll_bytes`` (8 MiB by default); with
+    ``auto_compact`` (the default) that session is then sealed into Parquet by a background
+    thread of the writing process (docs/COMPACTION.md).
     """
 
     def __init__(
@@ -47,13 +51,17 @@ class Store:
         sync: Sync = "always",
         sync_interval: float = 1.0,
         roll_bytes: int = DEFAULT_ROLL_BYTES,
+        auto_compact: bool = True,
     ) -> None:
         if sync not in ("always", "interval", "close"):
             raise InvalidInput(f"sync must be 'always', 'interval' or 'close', not {sync!r}")
         self.path = Path(path).expanduser() if path is not None else layout.default_path()
         layout.init_folder(self.path)
+        if not isinstance(roll_bytes, int) or roll_bytes < 1:
+            raise InvalidInput(f"roll_bytes must be a positive integer, not {roll_bytes!r}")
         self.sync = sync
         self.roll_bytes = roll_bytes
+        self.auto_compact = auto_compact
         self._writer: str | None = None
         self._locks = LockTable(self.path / layout.CACHE / "locks" / "sessions")
         self._appenders: OrderedDict[str, Appender] = OrderedDict()
@@ -478,10 +486,18 @@ class Store:
                     r["created_at"] = format_us(stamp)
             payload = b"".join([encode_record(r) for r in records])
             frame = frames.encode_frame(payload, self._compressor())
-            name, start, end = self._appender(sid).append(frame, sync=self.sync == "always")
+            appender = self._appender(sid)
+            seq = appender.seq
+            name, start, end = appender.append(frame, sync=self.sync == "always")
             self._note_append(sid, name, start, end, payload)
+            rolled = appender.seq != seq and seq != 0
         if self.sync == "interval" and self._flusher is None:
             self._start_flusher()
+        if rolled and self.auto_compact:
+            # The segment passed roll_bytes: seal it in the background (compaction.py).
+            from .compaction import on_segment_rolled
+
+            on_segment_rolled(self, sid)
 
     def _note_append(self, sid: str, name: str, start: int, end: int, payload: bytes) -> None:
         """Apply our own append to the cached view, when the view had read up to it.

@@ -40,7 +40,7 @@ Key = tuple[int, str]
 # A folder mtime this close to the moment we listed it may hide a later change in the same
 # clock tick (the "racy git" problem); such a listing is redone on the next refresh.
 _RACY_NS = 2_000_000_000
-_ATTEMPTS = 10
+_VANISH_RETRIES = 10
 
 
 @dataclass
@@ -123,7 +123,7 @@ class SessionView:
         about to read can vanish. Its records are then in a new sealed file, so the answer is
         to list the folder again and re-read, a few times at most.
         """
-        for attempt in range(_ATTEMPTS):
+        for attempt in range(_VANISH_RETRIES):
             try:
                 if self._stale:
                     return self._rebuild()
@@ -133,7 +133,7 @@ class SessionView:
                 time.sleep(0.001 * attempt)
         raise ConvstoreError(
             f"session folder {self.folder} kept changing while it was read "
-            f"({_ATTEMPTS} tries); try again"
+            f"({_VANISH_RETRIES} tries); try again"
         )
 
     def _refresh_once(self) -> bool:
@@ -234,7 +234,7 @@ class SessionView:
     def _read_sealed(self, name: str) -> None:
         path = self.folder / name
         try:
-            records = read_sealed(path)
+            records = read_sealed(path, verify=True)
         except CorruptData as e:
             if not path.exists():
                 raise FileNotFoundError(path) from None
@@ -325,6 +325,8 @@ class SessionView:
         # A message's version is "" (the original) or the id of the edit folded into it.
         version: str = r.get("edit_id", "")
         edited = parse_us(r["edited_at"]) if version else None
+        if edited is not None and edited > self.last_us:
+            self.last_us = edited  # a folded edit was activity, though its record is gone
         pending = self.pending_edits.pop(mid, None)
         old_version = self.msg_version.get(mid)
         if old_version is not None and old_version >= version and pending is None:

@@ -250,11 +250,18 @@ class Session:
 
     def _bound(self, bound: str | When, *, cursor_after: bool) -> Callable[[list[Key]], int]:
         """Where a cursor (a message id) or a date falls in the ordered keys."""
-        if isinstance(bound, str) and (msg := self._find(bound)) is not None:
-            key = (to_us(msg.created_at), msg.id)
+        key: Key | None = None
+        if isinstance(bound, str):
+            msg = self._find(bound)
+            if msg is not None:
+                key = (to_us(msg.created_at), msg.id)
+            else:
+                key = self._view().deleted_keys.get(bound)
+        if key is not None:
+            at: Key = key
             if cursor_after:
-                return lambda keys: bisect.bisect_right(keys, key)
-            return lambda keys: bisect.bisect_left(keys, key)
+                return lambda keys: bisect.bisect_right(keys, at)
+            return lambda keys: bisect.bisect_left(keys, at)
         if isinstance(bound, str) and is_record_id(bound):
             raise MessageNotFound(f"no message {bound!r} in session {self.id!r} to page from")
         us = parse_when(bound)

@@ -95,6 +95,7 @@ class SessionView:
         # Edits read before their message: target -> (edit id, edit time, content).
         self.pending_edits: dict[str, tuple[str, int, Any]] = {}
         self.deleted: set[str] = set()
+        self.deleted_keys: dict[str, Key] = {}
         self.meta: dict[str, tuple[str, Any]] = {}
         self.first_key: Key | None = None
         self.last_us = 0
@@ -371,6 +372,8 @@ class SessionView:
         if msg is not None:
             del self.msg_version[target]
             k = _order_key(msg)
+            # A reader may hold the deleted message as its paging cursor: keep its place.
+            self.deleted_keys[target] = k
             i = bisect.bisect_left(self.order_keys, k)
             del self.order_keys[i]
             del self.order[i]

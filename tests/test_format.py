@@ -47,7 +47,7 @@ class TestLayout:
         assert len(result.frames) == 3 and not result.damage  # session record, append, extend
 
     def test_segments_roll_over_at_the_configured_size(self, store_path: Path) -> None:
-        with Store(store_path, roll_bytes=4096) as st:
+        with Store(store_path, roll_bytes=4096, auto_compact=False) as st:
             s = st.create_session("s")
             for i in range(200):
                 s.append("user", f"message {i} " * 10)
@@ -128,6 +128,19 @@ class TestDamage:
             assert not report.ok and "checksum mismatch" in str(report)
             fresh.session("s").append("user", "still writable")
             assert fresh.session("s").recent(1)[0].text == "still writable"
+
+    def test_a_flipped_length_in_the_last_frame_is_damage_not_a_torn_tail(
+        self, store: Store, store_path: Path
+    ) -> None:
+        path = self.fill(store)
+        data = bytearray(path.read_bytes())
+        last = scan(bytes(data)).frames[-1][0]
+        data[last + 10] ^= 0x40  # frame_len grows past the end of the file
+        path.write_bytes(bytes(data))
+        with Store(store_path) as fresh:
+            report = fresh.check(repair=True)
+            assert "header checksum mismatch" in str(report) and not report.ok
+            assert path.stat().st_size == len(data)  # nothing truncated: the bytes are kept
 
     def test_garbage_in_a_segment_is_reported(self, store: Store, store_path: Path) -> None:
         path = self.fill(store)

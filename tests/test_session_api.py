@@ -113,6 +113,14 @@ class TestMessages:
         assert [m.text for m in s.messages(after="2026-01-08")] == ["m7", "m8", "m9"]
         assert [m.text for m in s.messages(before="2026-01-02T00:00:00Z")] == ["m0"]
 
+    def test_a_deleted_message_still_works_as_a_paging_cursor(self, store: Store) -> None:
+        s = store.create_session()
+        a, b, c = (s.append("user", t) for t in "abc")
+        s.delete_message(b.id)
+        assert [m.text for m in s.messages(after=b.id)] == ["c"]
+        assert [m.text for m in s.messages(before=b.id)] == ["a"]
+        assert a.id != c.id
+
     def test_content_may_be_typed_parts(self, store: Store) -> None:
         s = store.create_session()
         parts: list[dict[str, Any]] = [

@@ -358,8 +358,10 @@ class QueryLayer:
             )
             write_manifest(self.catalog_dir, new)
             catalog.load(new)
+        index.reload()
         self._index = index
         self._index_opstamp = index.opstamp()
+        self._reload_index = False
         self._views.clear()
         for entry in os.scandir(self.index_dir):
             if entry.name != gen:
@@ -375,8 +377,8 @@ class QueryLayer:
 
     def _rebuild(self, reason: str, progress: Callable[[int, int], None] | None = None) -> None:
         """Build a new base and index from every file and publish them (under the lock)."""
+        self.catalog_dir.mkdir(parents=True, exist_ok=True)  # the cache may have been deleted
         if self._catalog is None:
-            self.catalog_dir.mkdir(parents=True, exist_ok=True)
             self._catalog = Catalog(self.catalog_dir)
         catalog = self._catalog
         identity = self._identity()

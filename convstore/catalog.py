@@ -46,6 +46,12 @@ CACHE_FORMAT = "convstore-cache"
 # another version is rebuilt, never read.
 CACHE_VERSION = 1
 
+# Parts are folded into a new base when there are more than MAX_PARTS of them, or when they hold
+# more rows than MAX_DELTA_ROWS or 5% of the base: every query pays a little for each part
+# (a hash anti-join against the masked rows), and a rewrite costs about 6 s per million messages.
+MAX_PARTS = 64
+MAX_DELTA_ROWS = 20_000
+
 _TS = pa.timestamp("us", tz="UTC")
 _JSON = "JSON"
 
@@ -591,11 +597,12 @@ class Catalog:
     # -- merging parts into a new base ------------------------------------------------------
 
     def needs_rewrite(self, base_rows: int | None = None) -> bool:
+        """Whether the parts have grown enough to fold them into a new base."""
         m = self.manifest
         if m is None or not m.parts:
             return False
-        limit = 20_000 if base_rows is None else max(20_000, base_rows // 20)
-        return len(m.parts) > 64 or m.delta_rows > limit
+        limit = max(MAX_DELTA_ROWS, (base_rows or 0) // 20)
+        return len(m.parts) > MAX_PARTS or m.delta_rows > limit
 
     def base_message_count(self) -> int:
         return int(self.run(f"SELECT count(*) FROM {self.BASE}.messages")[0][0])

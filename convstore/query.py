@@ -627,6 +627,10 @@ class QueryLayer:
         Reads every folder first (a full refresh), so it lists what other processes created
         a moment ago, as ``Store.sessions()`` always has.
         """
+        if limit is not None and (not isinstance(limit, int) or limit < 0):
+            raise InvalidInput(f"limit must be a non-negative integer, not {limit!r}")
+        if not isinstance(offset, int) or offset < 0:
+            raise InvalidInput(f"offset must be a non-negative integer, not {offset!r}")
         conds: list[str] = []
         params: list[Any] = []
         for column, value in (("user_id", user_id), ("org_id", org_id)):

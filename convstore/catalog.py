@@ -332,6 +332,7 @@ class Catalog:
         self._attached: str | None = None
         self._loaded_parts: list[str] = []
         self._masked: dict[str, bool] = {}
+        self._view_shape: tuple[bool, ...] | None = None
         # Mirrors of the delta tables' keys and masks, so that applying a part runs only the
         # statements it needs (each costs about a millisecond).
         self._delta_keys: dict[str, set[Any]] = {}
@@ -381,6 +382,7 @@ class Catalog:
         if self._attached is not None:
             self.run(f"DETACH {self.BASE}")
             self._attached = None
+            self._view_shape = None
         try:
             self.run(f"ATTACH {_sql_str(str(path))} AS {self.BASE} (READ_ONLY)")
         except duckdb.Error as e:
@@ -419,6 +421,10 @@ class Catalog:
         self.position_log = []
 
     def _make_views(self) -> None:
+        shape = tuple(self._masked[t] for t in TABLES)
+        if shape == self._view_shape:
+            return  # the views only change when a table gains its first mask
+        self._view_shape = shape
         for spec in TABLES.values():
             if not spec.public:
                 continue

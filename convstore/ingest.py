@@ -313,21 +313,34 @@ def session_names(sessions_dir: Path, known: Iterable[str] = ()) -> list[str]:
     return out
 
 
+def _same_files(a: FolderPos, b: FolderPos) -> bool:
+    """Whether two positions read the same bytes of the same files."""
+    if a.files.keys() != b.files.keys():
+        return False
+    for name, fa in a.files.items():
+        fb = b.files[name]
+        if (fa.kind, fa.size, fa.ingested, fa.inode) != (fb.kind, fb.size, fb.ingested, fb.inode):
+            return False
+    return True
+
+
 def collect(
     sessions_dir: Path,
     positions: dict[str, FolderPos],
     views: Views,
-    only: Iterable[str] | None = None,
+    names: Iterable[str],
+    *,
+    everything: bool,
 ) -> tuple[list[Update], set[str]]:
-    """The sessions that changed since the catalog last recorded them, and the folders whose
-    racy listing settled (their new positions are worth recording with the next part).
+    """The sessions among ``names`` that changed since the catalog last recorded them, and the
+    folders whose racy listing settled (their new positions are worth recording).
 
-    ``only`` limits the scan to some sessions (this process's own writes) and then never
-    reports a folder as gone.
+    With ``everything``, ``names`` is every session folder, and a folder the catalog knows
+    but ``names`` lacks is reported gone.
     """
     updates: list[Update] = []
     settled: set[str] = set()
-    names = session_names(sessions_dir, positions) if only is None else list(only)
+    names = list(names)
     root = str(sessions_dir) + "/"
     for sid in names:
         folder = root + sid
@@ -338,8 +351,15 @@ def collect(
                 views.drop(sid)
                 if sid in positions:
                     updates.append(Update(sid, None))
-            elif view.pending:
-                updates.append(Update(sid, view))
+                continue
+            if not view.pending:
+                continue
+            known = positions.get(sid)
+            if not view.full and known is not None and _same_files(view.positions(), known):
+                # Another process already ingested exactly these bytes.
+                view.ingested()
+                continue
+            updates.append(Update(sid, view))
             continue
         pos = positions.get(sid)
         if pos is not None:
@@ -357,7 +377,7 @@ def collect(
         view.refresh()
         views.put(view)
         updates.append(Update(sid, view))
-    if only is None:
+    if everything:
         present = set(names)
         updates.extend(Update(sid, None) for sid in positions if sid not in present)
     return updates, settled
@@ -533,6 +553,19 @@ def _edited_us(m: Message) -> int | None:
     return None if m.edited_at is None else to_us(m.edited_at)
 
 
+def _select(
+    catalog: Catalog, columns: str, table: str, column: str, keys: Iterable[str]
+) -> list[tuple[Any, ...]]:
+    """``columns`` of the live rows of ``table`` whose ``column`` is one of ``keys`` (no query
+    at all for no keys: each costs about a millisecond)."""
+    wanted = sorted(keys)
+    if not wanted:
+        return []
+    return catalog.rows(
+        f"SELECT {columns} FROM ({catalog.live_rows(table, in_list(column, wanted))})"
+    )
+
+
 def _group(rows: list[tuple[Any, ...]], sids: Iterable[str]) -> dict[str, dict[Any, Any]]:
     """{session: {key: rest}} from (session, key, *rest) rows."""
     out: dict[str, dict[Any, Any]] = {s: {} for s in sids}
@@ -558,10 +591,7 @@ def plan(catalog: Catalog, updates: list[Update], settled: Iterable[str] = ()) -
     unsure = [u.session_id for u in updates if u.view is None or u.view.synced is None]
     held: dict[str, Fields] = {
         r[0]: (r[1], r[2], r[3], r[4])
-        for r in catalog.rows(
-            "SELECT id, user_id, org_id, agent_id, title FROM "
-            f"({catalog.live_rows('sessions', in_list('id', unsure))})"
-        )
+        for r in _select(catalog, "id, user_id, org_id, agent_id, title", "sessions", "id", unsure)
     }
     for u in updates:
         if u.view is not None and u.view.synced is not None:
@@ -575,9 +605,8 @@ def plan(catalog: Catalog, updates: list[Update], settled: Iterable[str] = ()) -
         or session_fields(u.view) != held.get(u.session_id)
     }
     existing: dict[str, dict[str, tuple[int | None, int | None]]] = _group(
-        catalog.rows(
-            "SELECT session_id, id, _rk, epoch_us(edited_at) FROM "
-            f"({catalog.live_rows('messages', in_list('session_id', sorted(whole)))})"
+        _select(
+            catalog, "session_id, id, _rk, epoch_us(edited_at)", "messages", "session_id", whole
         ),
         sids,
     )
@@ -589,39 +618,22 @@ def plan(catalog: Catalog, updates: list[Update], settled: Iterable[str] = ()) -
             for mid in u.view.touched
         }
     )
-    if touched:
-        for sid, mid, rk, edited in catalog.rows(
-            "SELECT session_id, id, _rk, epoch_us(edited_at) FROM "
-            f"({catalog.live_rows('messages', in_list('id', touched))})"
-        ):
-            existing.setdefault(sid, {})[mid] = (rk, edited)
+    for sid, mid, rk, edited in _select(
+        catalog, "session_id, id, _rk, epoch_us(edited_at)", "messages", "id", touched
+    ):
+        existing.setdefault(sid, {})[mid] = (rk, edited)
     # States, checkpoints and files rows are compared for full views only (an incremental
     # view can only add states, and add or grow files), and checkpoints when records touched.
     full_sids = sorted(whole)
     cp_sids = sorted(
         {u.session_id for u in updates if u.view is not None and u.view.checkpoints_touched} | whole
     )
-    old_states = _group(
-        catalog.rows(
-            "SELECT session_id, id FROM "
-            f"({catalog.live_rows('states', in_list('session_id', full_sids))})"
-        ),
-        sids,
-    )
+    old_states = _group(_select(catalog, "session_id, id", "states", "session_id", full_sids), sids)
     old_cps = _group(
-        catalog.rows(
-            "SELECT session_id, _key, record_id FROM "
-            f"({catalog.live_rows('checkpoints', in_list('session_id', cp_sids))})"
-        ),
+        _select(catalog, "session_id, _key, record_id", "checkpoints", "session_id", cp_sids),
         sids,
     )
-    old_files = _group(
-        catalog.rows(
-            "SELECT session_id, _key FROM "
-            f"({catalog.live_rows('files', in_list('session_id', full_sids))})"
-        ),
-        sids,
-    )
+    old_files = _group(_select(catalog, "session_id, _key", "files", "session_id", full_sids), sids)
 
     msgs = tables["messages"]
     known_positions = catalog.positions or {}

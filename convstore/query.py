@@ -44,6 +44,7 @@ from .dates import When, parse_range
 from .errors import ConvstoreError, InvalidInput, LockTimeout, QueryError
 from .ids import from_us
 from .ingest import TrackingView, Views, all_rows, collect, load_positions, plan, session_names
+from .inotify import FULL_SCAN_EVERY, FolderWatch
 from .locks import store_lock
 from .records import check_role
 from .search import (
@@ -137,6 +138,10 @@ class QueryLayer:
         self._views = Views()
         self._refreshed = False
         self._stale: set[str] = set()
+        self._watch: FolderWatch | None = None
+        self._watch_failed = False
+        self._dirty: set[str] = set()  # folders the watch reported that no refresh read yet
+        self._last_full = 0.0
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -148,6 +153,9 @@ class QueryLayer:
             self._index = None
             self._views.clear()
             self._refreshed = False
+            if self._watch is not None:
+                self._watch.close()
+            self._watch = None
 
     def _identity(self) -> str:
         # The cache belongs to this folder: a copy of the store (cp -r, a restored backup) has
@@ -223,16 +231,35 @@ class QueryLayer:
                 self._load()
 
     def _ready(self) -> tuple[Catalog, SearchIndex]:
-        """The snapshot to answer a query from: fresh for the first query, then own writes."""
+        """The snapshot to answer a query from, caught up as cheaply as possible."""
         self._sync()
-        if not self._refreshed:
-            self._refresh(None)
-        else:
-            own = self._own_writes()
-            if own or self._stale:
-                self._refresh(own)
+        self._catch_up(explicit=False)
         assert self._catalog is not None and self._index is not None
         return self._catalog, self._index
+
+    def _catch_up(self, *, explicit: bool) -> None:
+        """Read what changed in the folders: everything the first time, then what the folder
+        watch reports (Linux), else this process's own appends (and everything when asked)."""
+        if not self._refreshed:
+            self._refresh(None)
+            return
+        watch = self._watch
+        due = explicit and time.monotonic() - self._last_full > FULL_SCAN_EVERY
+        if watch is not None and watch.usable and not due:
+            dirty = watch.drain()
+            if dirty is None:  # events may have been lost
+                self._refresh(None)
+            else:
+                self._dirty |= dirty
+                if self._dirty or self._stale:
+                    self._refresh(sorted(self._dirty))
+            return
+        if explicit:
+            self._refresh(None)
+            return
+        own = self._own_writes()
+        if own or self._stale:
+            self._refresh(own)
 
     def _own_writes(self) -> list[str]:
         """Sessions this process appended to since the catalog last read them.
@@ -263,7 +290,20 @@ class QueryLayer:
         """Bring the catalog and the index up to date with every session folder."""
         with self._lock:
             self._sync()
-            self._refresh(None)
+            self._catch_up(explicit=True)
+
+    def _watch_all(self, names: list[str]) -> None:
+        """Set the folder watch up (once) and watch every folder, then forget the events so
+        far: the scan that follows reads what they were about."""
+        if self._watch is None and not self._watch_failed:
+            try:
+                self._watch = FolderWatch(self.sessions_dir)
+            except OSError:
+                self._watch_failed = True
+        if self._watch is not None:
+            for sid in names:
+                self._watch.watch(sid)
+            self._watch.drain()
 
     def _refresh(self, only: list[str] | None) -> None:
         with self._refresh_lock():
@@ -271,7 +311,14 @@ class QueryLayer:
             catalog, index = self._catalog, self._index
             assert catalog is not None and index is not None
             positions = load_positions(catalog)
-            updates, settled = collect(self.sessions_dir, positions, self._views, only)
+            if only is None:
+                names = session_names(self.sessions_dir, positions)
+                self._watch_all(names)
+            else:
+                names = only
+            updates, settled = collect(
+                self.sessions_dir, positions, self._views, names, everything=only is None
+            )
             changes = plan(catalog, updates, settled)
             stale = self._verified_stale(catalog)
             manifest = catalog.manifest
@@ -304,6 +351,10 @@ class QueryLayer:
                 catalog.rewrite()
             if only is None:
                 self._refreshed = True
+                self._last_full = time.monotonic()
+                self._dirty.clear()
+            else:
+                self._dirty.difference_update(only)
 
     def _verified_stale(self, catalog: Catalog) -> set[str]:
         """Index documents a search found without a catalog row, still without one now."""
@@ -395,6 +446,7 @@ class QueryLayer:
         builder = BaseBuilder(catalog, base_name)
         try:
             names = sorted(session_names(self.sessions_dir))
+            self._watch_all(names)  # before reading: a change during the build is queued
             for done, sid in enumerate(names, 1):
                 view = TrackingView(sid, self.sessions_dir / sid)
                 view.refresh()
@@ -420,6 +472,7 @@ class QueryLayer:
         self._index = None
         self._install(manifest)
         self._refreshed = True
+        self._last_full = time.monotonic()
         catalog.collect_garbage()
         for entry in os.scandir(self.index_dir):
             if entry.name != gen:
@@ -653,7 +706,7 @@ class QueryLayer:
             sql += f" OFFSET {int(offset)}"
         with self._lock:
             self._sync()
-            self._refresh(None)
+            self._catch_up(explicit=True)
             assert self._catalog is not None
             return [r[0] for r in self._catalog.rows(sql, params)]
 

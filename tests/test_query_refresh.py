@@ -13,6 +13,7 @@ import pytest
 
 from convstore import InvalidInput, Store
 from convstore import catalog as catalog_module
+from convstore.inotify import FolderWatch
 
 from .conftest import run_python
 
@@ -205,3 +206,37 @@ class TestSessionListing:
             self.listing(many, limit=-1)
         with pytest.raises(InvalidInput):
             self.listing(many, offset="x")
+
+
+class TestFolderWatch:
+    """On Linux a refresh learns from inotify which folders changed instead of scanning."""
+
+    @pytest.fixture
+    def watch(self, store: Store) -> FolderWatch:
+        try:
+            w = FolderWatch(store.path / "sessions")
+        except OSError as e:
+            pytest.skip(f"inotify is not available: {e}")
+        for sid in store.session_ids():
+            w.watch(sid)
+        return w
+
+    def test_appends_new_folders_and_removals_are_reported(
+        self, store: Store, watch: FolderWatch
+    ) -> None:
+        store.create_session("a").append("user", "one")
+        assert watch.drain() == {"a"}
+        watch.watch("a")
+        assert watch.drain() == set()
+        append_elsewhere(store, "a", 1, "two")
+        assert watch.drain() == {"a"}
+        shutil.rmtree(store.path / "sessions" / "a")
+        assert watch.drain() == {"a"}
+
+    def test_a_query_sees_another_process_append_without_a_refresh(self, store: Store) -> None:
+        if os.uname().sysname != "Linux" or os.environ.get("CONVSTORE_NO_INOTIFY"):
+            pytest.skip("without inotify, queries catch up with this process's writes only")
+        store.create_session("a").append("user", "one")
+        assert count(store) == 1
+        append_elsewhere(store, "a", 2, "bilby")
+        assert len(store.search("bilby")) == 2

@@ -13,7 +13,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from convstore import Store, compaction, frames, layout, view
+from convstore import Store, compaction, frames, layout
 from convstore.session import Session
 
 from .conftest import start_python
@@ -151,6 +151,18 @@ class TestCompactionKeepsWhatReadersSee:
         with pytest.raises(KeyError, match="no session 'nope'"):
             store.compact("nope")
 
+    def test_worker_processes_compact_exactly_as_threads_do(
+        self, store: Store, store_path: Path
+    ) -> None:
+        rng = random.Random(9)
+        for k in range(6):
+            random_history(store.create_session(f"s{k}"), rng, 30)
+        before = {sid: snapshot(store.session(sid)) for sid in store.session_ids()}
+        report = compaction.compact(store, processes=2)
+        assert len(report.compacted) == 6 and not report.problems
+        assert {sid: fresh_snapshot(store_path, sid) for sid in before} == before
+        assert store.check().ok
+
     def test_a_whole_store_compaction_covers_every_session(self, store: Store) -> None:
         for sid in ("a", "b", "c"):
             store.create_session(sid).append("user", sid)
@@ -159,11 +171,6 @@ class TestCompactionKeepsWhatReadersSee:
         assert report.to_dict()["sessions_compacted"] == 3
         assert "compacted 3 of 3 sessions" in str(report)
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="view.py counts a folded edit's time in last activity only with the proposed "
-        "diff (issue 5 report): an edit is activity, but its record is gone once folded",
-    )
     def test_an_edit_keeps_counting_as_the_sessions_last_activity(self, store: Store) -> None:
         session = store.create_session("s")
         m = session.append("user", "hello")
@@ -299,8 +306,7 @@ class TestAutomaticCompaction:
             assert len(session.messages()) == 40
 
     def test_auto_compaction_can_be_switched_off(self, store_path: Path) -> None:
-        with Store(store_path, roll_bytes=2048) as st:
-            st.auto_compact = False  # type: ignore[attr-defined]
+        with Store(store_path, roll_bytes=2048, auto_compact=False) as st:
             session = st.create_session("s")
             for i in range(40):
                 session.append("user", f"message {i} " + "x" * 200)
@@ -309,10 +315,6 @@ class TestAutomaticCompaction:
             assert files(session.path, "sealed.*") == []
 
     def test_appends_alone_start_a_compaction_past_the_threshold(self, store_path: Path) -> None:
-        import inspect
-
-        if "auto_compact" not in inspect.signature(Store).parameters:
-            pytest.skip("store.py does not call compaction.on_segment_rolled yet (issue 5 diff)")
         with Store(store_path, roll_bytes=2048) as st:
             session = st.create_session("s")
             for i in range(40):
@@ -420,15 +422,10 @@ class TestCrashSafety:
     def test_readers_never_see_a_partial_state_while_compactions_come_and_die(
         self, store_path: Path
     ) -> None:
-        if not hasattr(view, "_VANISH_RETRIES"):
-            pytest.skip(
-                "view.py does not yet re-read a session when compaction removes a file between "
-                "its listing and its read (the view.py change proposed with issue 5)"
-            )
         _kill_compactions(store_path, rounds=4, with_reader=True)
 
     @pytest.mark.slow
     def test_many_sigkilled_compactions_beside_writers_and_a_reader_lose_nothing(
         self, store_path: Path
     ) -> None:
-        _kill_compactions(store_path, rounds=40, with_reader=hasattr(view, "_VANISH_RETRIES"))
+        _kill_compactions(store_path, rounds=40, with_reader=True)

@@ -491,11 +491,11 @@ def _read_inputs(folder: Path, names: list[str], writer: str) -> _Inputs:
         if layout.SEALED_RE.fullmatch(name):
             try:
                 records = read_sealed(path)
+            except FileNotFoundError:
+                inputs.problem = f"{name} vanished while being read (a git pull?)"
+                return inputs
             except CorruptData as e:
-                if not path.exists():
-                    inputs.problem = f"{name} vanished while being read (a git pull?)"
-                else:
-                    inputs.problem = str(e)
+                inputs.problem = str(e)
                 return inputs
             inputs.sealed.append(path)
             inputs.sealable.extend(records)

@@ -333,6 +333,7 @@ class Catalog:
         self._loaded_parts: list[str] = []
         self._masked: dict[str, bool] = {}
         self._view_shape: tuple[bool, ...] | None = None
+        self._base_rows: int | None = None
         # Mirrors of the delta tables' keys and masks, so that applying a part runs only the
         # statements it needs (each costs about a millisecond).
         self._delta_keys: dict[str, set[Any]] = {}
@@ -388,6 +389,7 @@ class Catalog:
         except duckdb.Error as e:
             raise CacheInvalid(f"catalog base {path} cannot be opened: {e}") from None
         self._attached = base
+        self._base_rows = None
         try:
             meta = dict(self.run(f"SELECT key, value FROM {self.BASE}.meta"))
             names = {
@@ -492,31 +494,38 @@ class Catalog:
     def _apply(
         self, spec: TableSpec, removed: list[Any], masks: list[Any], rows: pa.Table | None
     ) -> None:
+        """Apply one table's changes to the delta tables, in one round trip to DuckDB."""
         delta = f"{self.DELTA}.{spec.name}"
         keys = self._delta_keys[spec.name]
         new_keys = [] if rows is None else rows.column(spec.key).to_pylist()
+        statements = []
         drop = [k for k in (*removed, *new_keys) if k in keys]
         if drop:
-            self.run(f"DELETE FROM {delta} WHERE {_q(spec.key)} IN ({_literals(drop)})")
-            keys.difference_update(drop)
+            statements.append(f"DELETE FROM {delta} WHERE {_q(spec.key)} IN ({_literals(drop)})")
         seen = self._mask_values[spec.name]
         fresh = [m for m in masks if m not in seen]
         if fresh:
-            self.run(
-                f"INSERT INTO {delta}_mask VALUES {', '.join(f'({_literal(m)})' for m in fresh)}"
-            )
-            seen.update(fresh)
-            self._masked[spec.name] = True
+            values = ", ".join(f"({_literal(m)})" for m in fresh)
+            statements.append(f"INSERT INTO {delta}_mask VALUES {values}")
         if spec.name in ("folders", "files") and self.positions is not None:
             self.position_log.append(
                 (spec.name, list(removed), [] if rows is None else rows.to_pylist())
             )
-        if rows is not None and rows.num_rows:
+        has_rows = rows is not None and rows.num_rows > 0
+        if has_rows:
+            statements.append(f"INSERT INTO {delta} SELECT * FROM _part_rows")
             self.con.register("_part_rows", rows)
-            try:
-                self.run(f"INSERT INTO {delta} SELECT * FROM _part_rows")
-            finally:
+        try:
+            if statements:
+                self.run(";\n".join(statements))
+        finally:
+            if has_rows:
                 self.con.unregister("_part_rows")
+        keys.difference_update(drop)
+        if fresh:
+            seen.update(fresh)
+            self._masked[spec.name] = True
+        if rows is not None:
             keys.update(new_keys)
             self.delta_rows += rows.num_rows
         self.delta_rows += len(fresh)
@@ -611,7 +620,9 @@ class Catalog:
         return len(m.parts) > MAX_PARTS or m.delta_rows > limit
 
     def base_message_count(self) -> int:
-        return int(self.run(f"SELECT count(*) FROM {self.BASE}.messages")[0][0])
+        if self._base_rows is None:  # the base never changes once attached
+            self._base_rows = int(self.run(f"SELECT count(*) FROM {self.BASE}.messages")[0][0])
+        return self._base_rows
 
     def rewrite(self, index: str | None = None, index_opstamp: int | None = None) -> None:
         """Write a new base from the live rows and publish it with no parts (under the lock).

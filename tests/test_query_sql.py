@@ -4,6 +4,7 @@ anything but a read-only statement is refused without harming the cache."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import shutil
 from datetime import datetime, timedelta, timezone
@@ -224,12 +225,45 @@ class TestRefusals:
         assert filled.sql("SELECT count(*) FROM messages").scalar() == 5
 
 
+DOC = (ROOT / "docs" / "QUERY.md").read_text("utf-8")
+
+
+def on_files(sql: str) -> bool:
+    """A recipe that reads the store's files with plain DuckDB (not the catalog)."""
+    return "read_parquet" in sql or "read_json" in sql or "FROM records" in sql
+
+
 class TestDocumentedRecipes:
-    def test_every_sql_recipe_in_the_docs_runs(self, filled: Store) -> None:
-        text = (ROOT / "docs" / "QUERY.md").read_text("utf-8")
-        recipes = re.findall(r"```sql\n(.*?)```", text, re.DOTALL)
+    def test_every_catalog_recipe_runs(self, filled: Store) -> None:
+        recipes = [r for r in re.findall(r"```sql\n(.*?)```", DOC, re.DOTALL) if not on_files(r)]
         assert len(recipes) >= 5
         for sql in recipes:
-            if "read_parquet" in sql or "read_json" in sql or "ATTACH" in sql:
-                continue  # run against the files by test_docs_query_files
             filled.sql(sql)
+
+    def test_the_file_recipes_run_with_plain_duckdb_and_agree(self, filled: Store) -> None:
+        import duckdb
+
+        s = filled.session("b")
+        s.edit(s.messages()[1].id, "an edited answer")
+        filled.compact("b")  # so that both hot and sealed segments are read
+        s.delete_message(s.messages()[0].id)
+        recipes = [r for r in re.findall(r"```sql\n(.*?)```", DOC, re.DOTALL) if on_files(r)]
+        assert len(recipes) >= 3
+        con = duckdb.connect()
+        results = []
+        for sql in recipes:
+            results.append(con.sql(sql.replace("'store/", f"'{filled.path}/")))
+        current = results[2].to_arrow_table()  # the current messages
+        want = filled.sql("SELECT id, text FROM messages ORDER BY session_id, created_at, id")
+        assert current.column("id").to_pylist() == [r[0] for r in want.rows]
+        texts = [json.loads(c) for c in current.column("content").to_pylist()]
+        assert texts == [r[1] for r in want.rows]
+
+    def test_the_python_recipe_reads_every_record(self, filled: Store) -> None:
+        filled.compact("a")
+        code = re.findall(r"```python\n(.*?)```", DOC, re.DOTALL)[-1]
+        scope: dict[str, object] = {}
+        exec(code.replace('"store/', f'"{filled.path}/'), scope)
+        records = scope["records"]
+        assert isinstance(records, list)
+        assert sum(r["kind"] == "message" for r in records) == 5

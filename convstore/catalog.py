@@ -361,20 +361,40 @@ class Catalog:
         return self._manifest_key() != self._manifest_stat
 
     def load(self, manifest: Manifest) -> None:
-        """Make ``manifest`` current: attach its base if it is new, then load its parts."""
+        """Make ``manifest`` current: attach its base if it is new, then load its parts.
+
+        A failure leaves nothing half-loaded: the next load starts from the base again.
+        """
         key = self._manifest_key()
-        if self._attached != manifest.base:
-            self._attach(manifest.base)
-            self._loaded_parts = []
-        if self._loaded_parts != manifest.parts[: len(self._loaded_parts)]:
-            self._reset_delta()
-            self._loaded_parts = []
-        for name in manifest.parts[len(self._loaded_parts) :]:
-            self._load_part(name)
-            self._loaded_parts.append(name)
+        try:
+            if self._attached != manifest.base:
+                self._attach(manifest.base)
+                self._loaded_parts = []
+            if self._loaded_parts != manifest.parts[: len(self._loaded_parts)]:
+                self._reset_delta()
+                self._loaded_parts = []
+            for name in manifest.parts[len(self._loaded_parts) :]:
+                self._load_part(name)
+                self._loaded_parts.append(name)
+        except BaseException:
+            self._forget()
+            raise
         self.manifest = manifest
         self._manifest_stat = key
         self._make_views()
+
+    def _forget(self) -> None:
+        """Drop the snapshot (after a failed load), so that the next load starts afresh."""
+        if self._attached is not None:
+            with contextlib.suppress(duckdb.Error):
+                self.run(f"DETACH {self.BASE}")
+        self._attached = None
+        self._view_shape = None
+        self._loaded_parts = []
+        self.manifest = None
+        self._manifest_stat = None
+        self.positions = None
+        self.position_log = []
 
     def _attach(self, base: str) -> None:
         path = self.folder / base
@@ -719,6 +739,10 @@ class BaseBuilder:
         for spec in TABLES.values():
             cols = ", ".join(f"{_q(c.name)} {c.sql}" for c in spec.columns)
             self.catalog.run(f"CREATE TABLE {self.alias}.{spec.name} ({cols})")
+        # One transaction for the whole load: DuckDB then writes the rows straight into the
+        # file's blocks at commit instead of through its WAL, one fsync per batch (measured:
+        # half of a cold build's time went there).
+        self.catalog.run("BEGIN TRANSACTION")
 
     def add(self, table: str, rows: Iterable[Row]) -> None:
         pending = self._pending[table]
@@ -732,12 +756,18 @@ class BaseBuilder:
         if len(pending) >= self.batch_rows:
             self._flush(table)
 
-    def _flush(self, table: str) -> None:
-        rows = self._pending[table]
-        if not rows:
+    def add_arrow(self, table: str, rows: pa.Table) -> None:
+        """Add rows already in Arrow form (messages get their ``_rk`` here)."""
+        self._flush(table)
+        if not rows.num_rows:
             return
-        arrow = pa.Table.from_pylist(rows, schema=TABLES[table].schema)
-        self._pending[table] = []
+        if table == "messages":
+            keys = pa.array(range(self._next_rk, self._next_rk + rows.num_rows), pa.int64())
+            rows = rows.set_column(0, "_rk", keys)
+            self._next_rk += rows.num_rows
+        self._insert(table, rows.cast(TABLES[table].schema))
+
+    def _insert(self, table: str, arrow: pa.Table) -> None:
         con = self.catalog.con
         con.register("_build_rows", arrow)
         try:
@@ -745,13 +775,23 @@ class BaseBuilder:
         finally:
             con.unregister("_build_rows")
 
+    def _flush(self, table: str) -> None:
+        rows = self._pending[table]
+        if not rows:
+            return
+        self._pending[table] = []
+        self._insert(table, pa.Table.from_pylist(rows, schema=TABLES[table].schema))
+
     def finish(self) -> None:
         for table in TABLES:
             self._flush(table)
+        self.catalog.run("COMMIT")
         finish_base(self.catalog, self.alias, self.base_name)
         os.replace(self.tmp, self.catalog.folder / self.base_name)
 
     def abort(self) -> None:
+        with contextlib.suppress(duckdb.Error):
+            self.catalog.run("ROLLBACK")
         with contextlib.suppress(duckdb.Error):
             self.catalog.run(f"DETACH {self.alias}")
         self.tmp.unlink(missing_ok=True)

@@ -43,9 +43,10 @@ from .catalog import (
 from .dates import When, parse_range
 from .errors import ConvstoreError, InvalidInput, LockTimeout, QueryError
 from .ids import from_us
-from .ingest import TrackingView, Views, all_rows, collect, load_positions, plan, session_names
+from .ingest import Views, collect, load_positions, plan, session_names
 from .inotify import FULL_SCAN_EVERY, FolderWatch
 from .locks import store_lock
+from .rebuild import build
 from .records import check_role
 from .search import (
     IndexInvalid,
@@ -142,6 +143,7 @@ class QueryLayer:
         self._watch_failed = False
         self._dirty: set[str] = set()  # folders the watch reported that no refresh read yet
         self._last_full = 0.0
+        self._file_lock: filelock.FileLock | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -165,7 +167,13 @@ class QueryLayer:
 
     @contextmanager
     def _refresh_lock(self) -> Iterator[None]:
-        lock = store_lock(self.root, "catalog", timeout=REFRESH_TIMEOUT)
+        """The store-wide refresh lock. One FileLock object per QueryLayer, so that a nested
+        acquire (a refresh that finds the cache broken and rebuilds it) re-enters it; a second
+        object on the same file would wait for the first forever."""
+        if self._file_lock is None:
+            self._file_lock = store_lock(self.root, "catalog", timeout=REFRESH_TIMEOUT)
+        lock = self._file_lock
+        Path(lock.lock_file).parent.mkdir(parents=True, exist_ok=True)  # .cache may be gone
         try:
             lock.acquire()
         except filelock.Timeout:
@@ -447,18 +455,7 @@ class QueryLayer:
         try:
             names = sorted(session_names(self.sessions_dir))
             self._watch_all(names)  # before reading: a change during the build is queued
-            for done, sid in enumerate(names, 1):
-                view = TrackingView(sid, self.sessions_dir / sid)
-                view.refresh()
-                rows = all_rows(view)
-                for table, table_rows in rows.items():
-                    if table_rows:
-                        builder.add(table, table_rows)
-                title = view.field("title")
-                for row in rows["messages"]:
-                    writer.add_document(document(row, title))
-                if progress is not None:
-                    progress(done, len(names))
+            build(self.sessions_dir, names, builder, writer, progress)
             builder.finish()
             opstamp = int(writer.commit())
             writer.wait_merging_threads()

@@ -299,16 +299,41 @@ class Found:
 
 
 def document(row: Row, title: str | None) -> tantivy.Document:
-    doc = tantivy.Document()
-    doc.add_text("text", row["text"])
-    doc.add_text("id", row["id"])
-    doc.add_text("session", row["session_id"])
-    doc.add_text("role", row["role"])
-    for name, value in (("user", row.get("user_id")), ("org", row.get("org_id")), ("title", title)):
-        if value is not None:
-            doc.add_text(name, value)
     created = row["created_at"]
-    doc.add_integer("created_at", created if isinstance(created, int) else to_us(created))
+    return document_from(
+        row["id"],
+        row["session_id"],
+        row["role"],
+        row.get("user_id"),
+        row.get("org_id"),
+        title,
+        created if isinstance(created, int) else to_us(created),
+        row["text"],
+    )
+
+
+def document_from(
+    mid: str,
+    sid: str,
+    role: str,
+    user: str | None,
+    org: str | None,
+    title: str | None,
+    created_us: int,
+    text: str,
+) -> tantivy.Document:
+    doc = tantivy.Document()
+    doc.add_text("text", text)
+    doc.add_text("id", mid)
+    doc.add_text("session", sid)
+    doc.add_text("role", role)
+    if user is not None:
+        doc.add_text("user", user)
+    if org is not None:
+        doc.add_text("org", org)
+    if title is not None:
+        doc.add_text("title", title)
+    doc.add_integer("created_at", created_us)
     return doc
 
 

@@ -202,3 +202,33 @@ class TestPurged:
             ]
         blob = b"".join(p.read_bytes() for p in cache(path).rglob("*") if p.is_file())
         assert b"kiwi 1 0" not in blob
+
+
+class TestParallelBuild:
+    def test_worker_processes_build_the_same_cache_as_one_process(
+        self, built: tuple[Path, tuple[object, ...]], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from convstore import rebuild
+
+        path, expected = built
+        monkeypatch.setattr(rebuild, "PARALLEL_FROM", 1)
+        monkeypatch.setattr(rebuild, "CHUNK_SESSIONS", 2)
+        if (os.cpu_count() or 1) < 2:
+            pytest.skip("one CPU: the build never starts workers")
+        seen: list[tuple[int, int]] = []
+        with Store(path) as s:
+            s.reindex(progress=lambda done, total: seen.append((done, total)))
+            assert answers(s) == expected
+            assert s.sql("SELECT min(_rk), max(_rk) FROM _base.messages").rows == [(1, 29)]
+        assert seen == [(2, 6), (4, 6), (6, 6)]
+
+    def test_a_worker_that_stops_mid_answer_is_an_error(self) -> None:
+        import io
+
+        from convstore import ConvstoreError
+        from convstore.rebuild import _read_frame
+
+        with pytest.raises(ConvstoreError, match="stopped mid-answer"):
+            _read_frame(io.BytesIO((100).to_bytes(8, "little") + b"short"))
+        with pytest.raises(ConvstoreError, match="stopped unexpectedly"):
+            _read_frame(io.BytesIO(b""))

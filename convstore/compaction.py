@@ -1,6 +1,6 @@
 """Compaction: seal hot segments into content-named Parquet, purge what was replaced, merge.
 
-One session at a time, holding the clone's compaction lock (``.cache/locks/compaction.lock``):
+For each session, holding the clone's compaction lock (``.cache/locks/compaction.lock``):
 
 1. Under the session lock, only long enough to write an end marker, this clone's current hot
    segment is closed (``Appender.close_segment``). Appends from any process move on to the next
@@ -11,18 +11,20 @@ One session at a time, holding the clone's compaction lock (``.cache/locks/compa
    or deleted here, because another clone owns them (or an appender is still writing them).
 3. The sealable records are purged (:func:`purge`): deleted messages and their edits go, the
    newest edit is folded into its message, checkpoints removed by a ``cp_delete`` go, duplicate
-   blobs go; a dropped session keeps only its ``session`` and ``drop`` records, and the messages
-   a live branch still inherits.
+   blobs go; a dropped session keeps only its bare ``session`` and ``drop`` records, and the
+   messages a live branch still inherits.
 4. What is left is written as ONE sealed file (``sealed.write_sealed``: temporary file, fsync,
    rename, directory fsync).
-5. Only then are the inputs deleted: the closed hot segments and the older sealed files.
+5. Only then, under the session lock again, are the inputs deleted: the closed hot segments and
+   the older sealed files.
 
 Why a reader never sees a partial state: between 4 and 5 both the new file and its inputs exist;
 readers de-duplicate by id and take the newest version of a message, so the overlap reads exactly
 like the inputs alone. Deleting an input makes a reader re-read the session, and what it then
 finds is the new file plus the inputs still there: again the same view. A SIGKILL at any point
 leaves one of these states, or a ``.sealing.*.tmp`` that readers ignore and ``check(repair=True)``
-removes. docs/COMPACTION.md is the written contract.
+removes. A whole-store run compacts sessions in parallel (threads, and worker processes for
+large stores). docs/COMPACTION.md is the written contract.
 """
 
 from __future__ import annotations
@@ -258,15 +260,23 @@ class _Runner:
         self.lineage = _Lineage(store)
         self.pool = ThreadPoolExecutor(max_workers=_THREADS, thread_name_prefix="convstore-compact")
         self.workers: list[_WorkerProcess] = []
-        if processes > 1:
-            self.workers = [_WorkerProcess(store.path) for _ in range(processes)]
+        try:
+            while processes > 1 and len(self.workers) < processes:
+                self.workers.append(_WorkerProcess(store.path))
+        except OSError as e:  # no interpreter to start (an embedded Python): threads only
+            log.warning("compaction runs in threads only: cannot start workers (%s)", e)
+            self.close_workers()
 
     def __enter__(self) -> _Runner:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.pool.shutdown()
-        for worker in self.workers:
+        self.close_workers()
+
+    def close_workers(self) -> None:
+        workers, self.workers = self.workers, []
+        for worker in workers:
             worker.close()
 
     def run(self, batch: list[str]) -> list[SessionCompaction]:

@@ -56,6 +56,7 @@ from benchmarks.peers import (
     PeerUnavailable,
     SqliteChat,
     SqliteFts5,
+    SqliteWal,
     Turn,
 )
 from benchmarks.workload import COMMON_WORD, RARE_WORD, WorkMessage, date_window, messages
@@ -265,6 +266,10 @@ class Convstore(Peer):
         return self.segment_bytes()
 
     def close(self) -> None:
+        # Store.close() returns while an automatic background compaction may still run; the
+        # harness deletes the folder next, so it waits for it first.
+        if compaction_reason() is None:
+            importlib.import_module("convstore.compaction").wait_for_background(self.store, 600)
         self.store.close()
 
 
@@ -383,6 +388,7 @@ def extra_messages(
 
 def measure_appends(peer: Peer, extra: Sequence[WorkMessage], mode: Mode) -> Json:
     """Single appends, each timed alone: ``mode.repeats`` series of ``mode.singles`` calls."""
+    warm_sessions(peer, extra)
     warm = 20
     for m in extra[:warm]:
         peer.append(m)
@@ -402,6 +408,7 @@ def measure_appends(peer: Peer, extra: Sequence[WorkMessage], mode: Mode) -> Jso
 
 def measure_batches(peer: Peer, extra: Sequence[WorkMessage], mode: Mode) -> Json:
     """``append_batch`` of 100 messages of one session (convstore: one ``extend``)."""
+    warm_sessions(peer, extra)
     batches = list(chunks(extra, 100))
     peer.append_batch(batches[0])  # warm-up
     series: list[list[int]] = []
@@ -416,6 +423,14 @@ def measure_batches(peer: Peer, extra: Sequence[WorkMessage], mode: Mode) -> Jso
         pos += mode.batches
         series.append(ns)
     return {**rate(series, per_call=100), **latency(series), "appended": pos * 100}
+
+
+def warm_sessions(peer: Peer, msgs: Sequence[WorkMessage]) -> None:
+    """Read each session the timed calls will write to, once: an app appends to a conversation
+    it has open, so the first read of a session (convstore builds its view then) is not part
+    of an append's cost."""
+    for sid in dict.fromkeys(m.session_id for m in msgs):
+        peer.recent(sid, 1)
 
 
 def measure_recent(peer: Peer, session_ids: Sequence[str], mode: Mode) -> Json:
@@ -629,7 +644,10 @@ def measure_system(
     try:
         if not isinstance(peer, Convstore):
             log(f"  {name}: loading {len(msgs):,}")
-            res["load"] = load(peer, msgs, mode.load_budget_s)
+            # SQLite + FTS5 is what issue 3's search targets are compared with: it gets more
+            # time, so that it is measured at every scale.
+            budget = mode.load_budget_s * (4 if isinstance(peer, SqliteFts5) else 1)
+            res["load"] = load(peer, msgs, budget)
         if "skipped" in res["load"]:
             res["skipped"] = res["load"]["skipped"]
             return res
@@ -655,7 +673,7 @@ def measure_system(
         if isinstance(peer, Convstore):
             measure_convstore_queries(peer, res, sample, mode, total)
             total = res.get("compaction", {}).get("messages", total)
-        elif peer.can_search:
+        elif peer.can_search and type(peer) is not SqliteWal:  # same LIKE scan as sqlite-chat
             log(f"  {name}: search")
             res["search"] = measure_search(peer, mode)
             if isinstance(peer, SqliteFts5):
@@ -725,6 +743,9 @@ def measure_convstore_queries(
         res["compaction"] = measure_compaction(peer, sample, total)
         res["recent_after_compaction"] = measure_recent(peer, sample, mode)
         if "search" in res:
+            # Compaction replaced every file the catalog had ingested: what catching up costs.
+            t, _ = timed(peer.store.refresh)
+            res["refresh_after_compaction_s"] = t / 1e9
             res["search_after_compaction"] = measure_search(peer, mode)
     except Exception as e:
         res["compaction_error"] = f"{type(e).__name__}: {e}"
@@ -794,8 +815,6 @@ def run_probe(name: str, folder: Path, session_ids: Sequence[str]) -> Json:
         phases["open_ms"] = (time.perf_counter_ns() - t0) / 1e6
         t, _ = timed(lambda: store.session(session_ids[0]).recent(20))
         phases["first_recent_ms"] = t / 1e6
-        t, _ = timed(lambda: store.sessions(limit=20))
-        phases["list_20_newest_sessions_ms"] = t / 1e6
         for sid in session_ids:
             store.session(sid).recent(20)
         if query_layer_reason() is None:
@@ -1575,6 +1594,8 @@ def convstore_items(r: Json, scale: str, c: Json) -> list[tuple[str, str | None]
                 f"{f(c.get('bytes_per_message_hot'))}, {f(cp['bytes_per_message'])}",
             ),
         ]
+    if "refresh_after_compaction_s" in c:
+        items.append(("refresh after compaction", f"{f(c['refresh_after_compaction_s'])} s"))
     if "recent_after_compaction" in c:
         items.append(
             (
@@ -1584,7 +1605,7 @@ def convstore_items(r: Json, scale: str, c: Json) -> list[tuple[str, str | None]
         )
     items.append(
         (
-            "probe process (open, first recent, list 20 newest, first search, first stats)",
+            "probe process (open, first recent(20), first search, first stats)",
             probe_line(c.get("probe")),
         )
     )
@@ -1599,7 +1620,6 @@ def probe_line(p: Json | None) -> str | None:
     keys = (
         "open_ms",
         "first_recent_ms",
-        "list_20_newest_sessions_ms",
         "first_search_ms",
         "first_stats_ms",
     )

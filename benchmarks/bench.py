@@ -1742,11 +1742,12 @@ METHOD = """## Method
   peer whose measured rate says the scale would take longer than the mode's budget is skipped,
   with that estimate as the reason. Everything after the load uses default durability.
 - **Single append.** New messages (another seed) appended one call at a time to 100-200
-  existing sessions of the loaded store, each call timed alone, after 20 warm-up calls; the
-  mode's repeats of its series (quick: 3 x 100, full: 5 x 300), median of the repeats' rates
-  (messages over summed call time, so slow calls count). Each system uses its default durability (see the durability column);
-  convstore's relaxed figure is `Store(sync="interval")`, compared with the peers that do not
-  fsync per append.
+  existing sessions of the loaded store, each session read once before (an app appends to a
+  conversation it has open), each call timed alone after 20 warm-up calls; the mode's repeats
+  of its series (quick: 3 x 100, full: 5 x 300), median of the repeats' rates (messages over
+  summed call time, so slow calls count). Each system uses its default durability (see the
+  durability column); convstore's relaxed figure is `Store(sync="interval")`, compared with the
+  peers that do not fsync per append.
 - **extend(100).** 100 new messages of one session per call; peers without a batch call loop.
 - **recent(20).** The last 20 messages of 100-200 sampled sessions, warm (each session read
   once first). For convstore every call still checks the files (a `stat`), so appends by other

@@ -724,16 +724,14 @@ class Catalog:
 
 
 class BaseBuilder:
-    """Writes a complete base file from rows, for a cold rebuild."""
+    """Writes a complete base file from Arrow batches, for a cold rebuild."""
 
-    def __init__(self, catalog: Catalog, base_name: str, batch_rows: int = 50_000) -> None:
+    def __init__(self, catalog: Catalog, base_name: str) -> None:
         self.catalog = catalog
         self.base_name = base_name
         self.tmp = catalog.folder / f".{base_name}.tmp"
         self.tmp.unlink(missing_ok=True)
         self.alias = "_build"
-        self.batch_rows = batch_rows
-        self._pending: dict[str, list[Row]] = {t: [] for t in TABLES}
         self._next_rk = 1
         self.catalog.run(f"ATTACH {_sql_str(str(self.tmp))} AS {self.alias}")
         for spec in TABLES.values():
@@ -744,47 +742,22 @@ class BaseBuilder:
         # half of a cold build's time went there).
         self.catalog.run("BEGIN TRANSACTION")
 
-    def add(self, table: str, rows: Iterable[Row]) -> None:
-        pending = self._pending[table]
-        if table == "messages":
-            for r in rows:
-                r["_rk"] = self._next_rk
-                self._next_rk += 1
-                pending.append(r)
-        else:
-            pending.extend(rows)
-        if len(pending) >= self.batch_rows:
-            self._flush(table)
-
     def add_arrow(self, table: str, rows: pa.Table) -> None:
-        """Add rows already in Arrow form (messages get their ``_rk`` here)."""
-        self._flush(table)
+        """Add rows in Arrow form (messages get their dense ``_rk`` keys here)."""
         if not rows.num_rows:
             return
         if table == "messages":
             keys = pa.array(range(self._next_rk, self._next_rk + rows.num_rows), pa.int64())
             rows = rows.set_column(0, "_rk", keys)
             self._next_rk += rows.num_rows
-        self._insert(table, rows.cast(TABLES[table].schema))
-
-    def _insert(self, table: str, arrow: pa.Table) -> None:
         con = self.catalog.con
-        con.register("_build_rows", arrow)
+        con.register("_build_rows", rows.cast(TABLES[table].schema))
         try:
             self.catalog.run(f"INSERT INTO {self.alias}.{table} SELECT * FROM _build_rows")
         finally:
             con.unregister("_build_rows")
 
-    def _flush(self, table: str) -> None:
-        rows = self._pending[table]
-        if not rows:
-            return
-        self._pending[table] = []
-        self._insert(table, pa.Table.from_pylist(rows, schema=TABLES[table].schema))
-
     def finish(self) -> None:
-        for table in TABLES:
-            self._flush(table)
         self.catalog.run("COMMIT")
         finish_base(self.catalog, self.alias, self.base_name)
         os.replace(self.tmp, self.catalog.folder / self.base_name)

@@ -144,6 +144,9 @@ class QueryLayer:
         self._dirty: set[str] = set()  # folders the watch reported that no refresh read yet
         self._last_full = 0.0
         self._file_lock: filelock.FileLock | None = None
+        # Called as (sessions done, sessions in all) by every rebuild, including the ones a
+        # query starts on its own (no cache yet, or a damaged one): a CLI shows a progress bar.
+        self.rebuild_progress: Callable[[int, int], None] | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -455,7 +458,7 @@ class QueryLayer:
         try:
             names = sorted(session_names(self.sessions_dir))
             self._watch_all(names)  # before reading: a change during the build is queued
-            build(self.sessions_dir, names, builder, writer, progress)
+            build(self.sessions_dir, names, builder, writer, progress or self.rebuild_progress)
             builder.finish()
             opstamp = int(writer.commit())
             writer.wait_merging_threads()

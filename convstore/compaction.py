@@ -23,19 +23,15 @@ readers de-duplicate by id and take the newest version of a message, so the over
 like the inputs alone. Deleting an input makes a reader re-read the session, and what it then
 finds is the new file plus the inputs still there: again the same view. A SIGKILL at any point
 leaves one of these states, or a ``.sealing.*.tmp`` that readers ignore and ``check(repair=True)``
-removes. A whole-store run compacts sessions in parallel (threads, and worker processes for
-large stores). docs/COMPACTION.md is the written contract.
+removes. A whole-store run compacts several sessions at once, in threads. docs/COMPACTION.md is
+the written contract.
 """
 
 from __future__ import annotations
 
 import atexit
-import json
 import logging
 import os
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 import weakref
@@ -80,11 +76,9 @@ stages and merges (so that git never records half of a compaction)."""
 
 LOCK_TIMEOUT = 120.0
 
-# A whole-store compaction runs this many sessions at once per process, takes the lock per
-# batch, and from this many sessions on spreads the work over processes.
+# A whole-store compaction runs this many sessions at once, and takes the lock per batch.
 _THREADS = 4
 _BATCH = 64
-_PROCESS_MIN_SESSIONS = 1000
 
 # Kinds a dropped session keeps whatever happens: they say the session existed and was deleted,
 # so that its id is never reused and other clones' unsynced records of it stay hidden.
@@ -204,7 +198,6 @@ def compact(
     session_id: str | None = None,
     *,
     lock_timeout: float = LOCK_TIMEOUT,
-    processes: int | None = None,
 ) -> CompactReport:
     """Compact one session, or every session of the store (``session_id=None``).
 
@@ -212,9 +205,6 @@ def compact(
     cannot be read or written is left as it is and listed in ``report.problems``. Raises
     SessionNotFound for an explicit id without a folder, LockTimeout when another compaction or
     ``convstore sync`` holds the store's compaction lock for longer than ``lock_timeout``.
-
-    ``processes``: worker processes for a whole-store run (``None``: one per CPU, at most 4,
-    when there are at least 1,000 sessions; ``0`` or ``1``: none, threads of this process only).
     """
     started = time.perf_counter()
     if session_id is None:
@@ -232,67 +222,21 @@ def compact(
             valid.append(validate_session_id(sid))
         except InvalidInput:
             continue  # check() reports stray folders; compaction leaves them alone
-    if processes is None:
-        processes = min(4, os.cpu_count() or 1) if len(valid) >= _PROCESS_MIN_SESSIONS else 0
+    lineage = _Lineage(store)
     report = CompactReport()
-    # The lock is taken per batch of sessions, so that `convstore sync` or a background
-    # compaction in another process can slip in between batches of a long run.
-    with _Runner(store, processes) as runner:
+    # Sessions are independent, and most of a session's time goes to fsync and to pyarrow,
+    # which release the GIL: a few threads keep both the disk and the cores busy (measured:
+    # about 1.6 cores of 2; worker processes did no better). The lock is taken per batch, so
+    # that `convstore sync` or a background compaction elsewhere can slip in between batches.
+    with ThreadPoolExecutor(max_workers=_THREADS, thread_name_prefix="convstore-compact") as pool:
         for i in range(0, len(valid), _BATCH):
             with compaction_lock(store, lock_timeout):
-                report.sessions.extend(runner.run(valid[i : i + _BATCH]))
+                batch = valid[i : i + _BATCH]
+                report.sessions.extend(
+                    pool.map(lambda sid: _compact_guarded(store, sid, lineage), batch)
+                )
     report.seconds = time.perf_counter() - started
     return report
-
-
-class _Runner:
-    """Compacts batches of sessions: in threads of this process, or in worker processes.
-
-    Sessions are independent. Much of a session's time goes to fsync and to pyarrow, which
-    release the GIL, so a few threads overlap; the rest is Python that holds it, which only
-    more processes spread over more cores. Workers are plain subprocesses running
-    ``_worker_main`` (not multiprocessing, which would re-import the caller's main module);
-    the lock stays with this process, which hands out the batches.
-    """
-
-    def __init__(self, store: Store, processes: int) -> None:
-        self.store = store
-        self.lineage = _Lineage(store)
-        self.pool = ThreadPoolExecutor(max_workers=_THREADS, thread_name_prefix="convstore-compact")
-        self.workers: list[_WorkerProcess] = []
-        try:
-            while processes > 1 and len(self.workers) < processes:
-                self.workers.append(_WorkerProcess(store.path))
-        except OSError as e:  # no interpreter to start (an embedded Python): threads only
-            log.warning("compaction runs in threads only: cannot start workers (%s)", e)
-            self.close_workers()
-
-    def __enter__(self) -> _Runner:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.pool.shutdown()
-        self.close_workers()
-
-    def close_workers(self) -> None:
-        workers, self.workers = self.workers, []
-        for worker in workers:
-            worker.close()
-
-    def run(self, batch: list[str]) -> list[SessionCompaction]:
-        if not self.workers:
-            return list(self.pool.map(self._one, batch))
-        shares = [batch[k :: len(self.workers)] for k in range(len(self.workers))]
-        for worker, share in zip(self.workers, shares, strict=True):
-            worker.send(share)
-        results: dict[str, SessionCompaction] = {}
-        for worker, share in zip(self.workers, shares, strict=True):
-            for r in worker.receive(len(share)):
-                results[r.session_id] = r
-        return [results[sid] for sid in batch]
-
-    def _one(self, sid: str) -> SessionCompaction:
-        return _compact_guarded(self.store, sid, self.lineage)
 
 
 def _compact_guarded(store: Store, sid: str, lineage: _Lineage) -> SessionCompaction:
@@ -302,74 +246,6 @@ def _compact_guarded(store: Store, sid: str, lineage: _Lineage) -> SessionCompac
         return _compact_session(store, sid, lineage)
     except (OSError, ConvstoreError) as e:
         return SessionCompaction(sid, skipped=f"not compacted: {e}")
-
-
-class _WorkerProcess:
-    def __init__(self, root: Path) -> None:
-        # The worker must import this very convstore, whatever its PYTHONPATH would find.
-        package = str(Path(__file__).resolve().parent.parent)
-        paths = [package, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
-        self.errors = tempfile.TemporaryFile()  # noqa: SIM115 - closed by close()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", _WORKER, str(root)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self.errors,
-            text=True,
-            env=env,
-        )
-
-    def send(self, sids: list[str]) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write("".join(f"{sid}\n" for sid in sids) + "\n")
-        self.proc.stdin.flush()
-
-    def receive(self, count: int) -> list[SessionCompaction]:
-        assert self.proc.stdout is not None
-        out = []
-        for _ in range(count):
-            line = self.proc.stdout.readline()
-            if not line:
-                self.errors.seek(0)
-                tail = self.errors.read().decode("utf-8", "replace").strip().splitlines()[-3:]
-                raise ConvstoreError(
-                    f"a compaction worker process died ({' / '.join(tail) or 'no message'}); "
-                    "what it did is crash-safe: run `convstore compact` again"
-                )
-            out.append(SessionCompaction(**json.loads(line)))
-        return out
-
-    def close(self) -> None:
-        if self.proc.stdin is not None:
-            self.proc.stdin.close()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.errors.close()
-
-
-_WORKER = "from convstore.compaction import _worker_main; _worker_main()"
-
-
-def _worker_main() -> None:
-    """A worker process: compacts the sessions named on stdin, one batch per empty line,
-    and prints one JSON result per session."""
-    from .store import Store
-
-    with Store(sys.argv[1]) as store:
-        lineage = _Lineage(store)
-        with ThreadPoolExecutor(max_workers=_THREADS) as pool:
-            batch: list[str] = []
-            for line in sys.stdin:
-                if line.strip():
-                    batch.append(line.strip())
-                    continue
-                for r in pool.map(lambda sid: _compact_guarded(store, sid, lineage), batch):
-                    sys.stdout.write(json.dumps(r.to_dict()) + "\n")
-                sys.stdout.flush()
-                batch = []
 
 
 def compaction_lock(store: Store, timeout: float = LOCK_TIMEOUT) -> _HeldLock:

@@ -151,18 +151,6 @@ class TestCompactionKeepsWhatReadersSee:
         with pytest.raises(KeyError, match="no session 'nope'"):
             store.compact("nope")
 
-    def test_worker_processes_compact_exactly_as_threads_do(
-        self, store: Store, store_path: Path
-    ) -> None:
-        rng = random.Random(9)
-        for k in range(6):
-            random_history(store.create_session(f"s{k}"), rng, 30)
-        before = {sid: snapshot(store.session(sid)) for sid in store.session_ids()}
-        report = compaction.compact(store, processes=2)
-        assert len(report.compacted) == 6 and not report.problems
-        assert {sid: fresh_snapshot(store_path, sid) for sid in before} == before
-        assert store.check().ok
-
     def test_a_whole_store_compaction_covers_every_session(self, store: Store) -> None:
         for sid in ("a", "b", "c"):
             store.create_session(sid).append("user", sid)

@@ -35,7 +35,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -406,6 +406,9 @@ def _read_inputs(folder: Path, names: list[str], writer: str) -> _Inputs:
             else:
                 inputs.other_hot += 1
                 inputs.context.extend(records)
+    # A malformed record of a file we seal stops the session (we never drop what we cannot
+    # read); one in context is skipped, as readers skip it.
+    inputs.context = [r for r in inputs.context if not _malformed(r, sid)]
     bad = next((r for r in inputs.sealable if _malformed(r, sid)), None)
     if bad is not None:
         inputs.problem = f"a record is malformed ({str(bad)[:80]})"
@@ -488,7 +491,7 @@ def _version(r: Record) -> str:
 
 def purge(
     sealable: list[Record],
-    context: Iterable[Record] = (),
+    context: Sequence[Record] = (),
     *,
     keep_messages_until: Key | None = None,
 ) -> tuple[list[Record], PurgeStats]:

@@ -151,6 +151,34 @@ class TestCompactionKeepsWhatReadersSee:
         with pytest.raises(KeyError, match="no session 'nope'"):
             store.compact("nope")
 
+    def test_a_malformed_record_in_a_file_to_seal_leaves_the_session_alone(
+        self, store: Store
+    ) -> None:
+        session = store.create_session("s")
+        session.append("user", "fine")
+        bad = b'{"id": "x", "kind": "message", "session": "s"}\n'  # no created_at
+        frame = frames.encode_frame(bad, frames.new_compressor())
+        # A closed segment of ours, older than the current one: one compaction would seal.
+        (session.path / layout.hot_name(store.writer_id, 0)).write_bytes(frame + frames.END_MARKER)
+        store.compact("s")  # closes the current segment too
+        before = files(session.path)
+        report = store.compact()
+        assert [p.skipped for p in report.problems] == [
+            "not compacted: a record is malformed "
+            "({'id': 'x', 'kind': 'message', 'session': 's'}); run `convstore check`"
+        ]
+        assert files(session.path) == before
+
+    def test_a_malformed_record_in_another_writers_segment_is_skipped(self, store: Store) -> None:
+        session = store.create_session("s")
+        session.append("user", "fine")
+        bad = b'{"id": "x", "kind": "delete", "session": "s"}\n'  # a tombstone without target
+        frame = frames.encode_frame(bad, frames.new_compressor())
+        (session.path / layout.hot_name(OTHER_WRITER, 1)).write_bytes(frame)
+        report = store.compact("s")
+        assert report.sessions[0].sealed is not None and not report.problems
+        assert [m.content for m in session.messages()] == ["fine"]
+
     def test_a_whole_store_compaction_covers_every_session(self, store: Store) -> None:
         for sid in ("a", "b", "c"):
             store.create_session(sid).append("user", sid)

@@ -117,3 +117,37 @@ class TestProcesses:
             assert s.sql("SELECT count(*) FROM messages").scalar() >= 1
             s.refresh()
             assert len(s.search("quoll")) == 2
+
+
+class TestThreads:
+    def test_threads_of_one_process_query_while_another_appends(self, store_path: Path) -> None:
+        import threading
+
+        with Store(store_path) as s:
+            sess = s.create_session("a")
+            sess.append("user", "dingo 0")
+            errors: list[BaseException] = []
+            stop = threading.Event()
+
+            def reader() -> None:
+                try:
+                    while not stop.is_set():
+                        s.sql("SELECT count(*) FROM messages").scalar()
+                        hits = s.search("dingo", limit=1000)
+                        # Never a hit twice, never one without its text (half a refresh).
+                        assert len({h.message_id for h in hits}) == len(hits)
+                        assert all(h.text.startswith("dingo") for h in hits)
+                        s.stats()
+                except BaseException as e:  # reported below
+                    errors.append(e)
+
+            threads = [threading.Thread(target=reader) for _ in range(3)]
+            for t in threads:
+                t.start()
+            for i in range(1, 40):
+                sess.append("user", f"dingo {i}")
+            stop.set()
+            for t in threads:
+                t.join()
+            assert errors == []
+            assert len(s.search("dingo", limit=1000)) == 40

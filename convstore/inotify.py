@@ -2,8 +2,9 @@
 
 A refresh must notice an append to any of the store's sessions. Without help that costs two
 ``stat`` calls per session (the folder, for new or removed files, and its open segment, for
-appended bytes): about 170 ms for 20,000 sessions here. With one inotify watch per session folder the
-kernel says which folders changed, and a refresh with nothing new costs one ``read``.
+appended bytes): about 170 ms for 20,000 sessions here. With one inotify watch per session
+folder the kernel says which folders changed, and a refresh with nothing new costs one
+``read``.
 
 Why this is exact, not a hint: the kernel queues an inotify event inside the ``write`` or
 ``rename`` call that causes it, before that call returns. Every change that happened before a

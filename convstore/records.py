@@ -36,6 +36,7 @@ from typing import Any
 import orjson
 
 from .errors import InvalidContent, InvalidInput, InvalidRole
+from .ids import parse_us, validate_session_id
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
 _ROLE_SET = frozenset(ROLES)
@@ -236,16 +237,18 @@ def blob_hash(value: object) -> tuple[str, str]:
 _LABELS = ("title", "user_id", "org_id", "agent_id")
 
 
-def record_problem(r: Any, session_id: str) -> str | None:
+def record_problem(r: Any, session_id: str, *, deep: bool = True) -> str | None:
     """Why a record read from disk cannot be replayed, or None if it can.
 
     Readers skip (and report) such records instead of failing: a record may come from a buggy
     tool, another clone, or damage the checksums did not catch, and one bad record must never
     hide the rest of a session. Unknown kinds are not a problem: a later format may add kinds
     that older readers ignore (docs/FORMAT.md, section 9).
-    """
-    from .ids import parse_us, validate_session_id
 
+    ``deep=False`` (the readers' replay) checks the shapes replay relies on; ``deep=True``
+    (``check()``) also walks content parts and metadata as a write would. JSON read from disk
+    cannot hold NaN or non-string keys, so the shallow check is enough to replay safely.
+    """
     if not isinstance(r, dict):
         return "not a JSON object"
     for key in ("id", "kind", "session", "created_at"):
@@ -255,22 +258,34 @@ def record_problem(r: Any, session_id: str) -> str | None:
         return f"belongs to session {r['session']!r}, found in {session_id!r}"
     kind = r["kind"]
     try:
-        parse_us(r["created_at"])
+        if deep:  # replay parses created_at itself, once
+            parse_us(r["created_at"])
         if kind == "message":
             check_role(r.get("role"))
-            check_content(r.get("content"))
-            check_metadata(r.get("metadata"))
+            if deep:
+                check_content(r.get("content"))
+                check_metadata(r.get("metadata"))
+            else:
+                content = r.get("content")
+                if not isinstance(content, str) and not (
+                    isinstance(content, list) and all(isinstance(p, dict) for p in content)
+                ):
+                    return "content is neither text nor a list of parts"
+                if not isinstance(r.get("metadata", {}), dict):
+                    return "metadata is not an object"
             if "edit_id" in r and not (
                 isinstance(r["edit_id"], str) and isinstance(r.get("edited_at"), str)
             ):
                 return "edit_id without edited_at"
-            if "edited_at" in r:
+            if "edited_at" in r and deep:
                 parse_us(r["edited_at"])
         elif kind in ("edit", "delete"):
             if not isinstance(r.get("target"), str):
                 return f"{kind} without a target"
-            if kind == "edit":
+            if kind == "edit" and deep:
                 check_content(r.get("content"))
+            elif kind == "edit" and not isinstance(r.get("content"), (str, list)):
+                return "edit content is neither text nor a list of parts"
         elif kind == "session":
             for name in _LABELS:
                 if r.get(name) is not None and not isinstance(r[name], str):

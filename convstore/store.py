@@ -24,6 +24,12 @@ from .view import Key, SessionView
 
 if TYPE_CHECKING:
     from .check import CheckReport
+    from .compaction import CompactReport
+    from .query import QueryLayer, QueryResult
+    from .retention import PruneReport
+    from .search import SearchHit
+    from .stats import Stats
+    from .watch import Watcher, WatchEvent
 
 Sync = Literal["always", "interval", "close"]
 _OPEN_SEGMENTS = 128  # segment descriptors kept open per Store
@@ -71,7 +77,7 @@ class Store:
         self._guard = threading.Lock()
         self._local = threading.local()
         self._closed = False
-        self._query: Any = None
+        self._query: QueryLayer | None = None
         self._stop = threading.Event()
         self._flusher: threading.Thread | None = None
         self._sync_interval = sync_interval
@@ -254,24 +260,12 @@ class Store:
             raise InvalidInput(f"limit must be a non-negative integer, not {limit!r}")
         if not isinstance(offset, int) or offset < 0:
             raise InvalidInput(f"offset must be a non-negative integer, not {offset!r}")
-        found: list[tuple[int, str]] = []
-        for sid in self.session_ids():
-            try:
-                view = self._live_view(validate_session_id(sid))
-            except InvalidInput:
-                continue
-            if not view.exists or view.dropped:
-                continue
-            if user_id is not None and view.field("user_id") != user_id:
-                continue
-            if org_id is not None and view.field("org_id") != org_id:
-                continue
-            if (lo is not None and view.last_us < lo) or (hi is not None and view.last_us >= hi):
-                continue
-            found.append((view.last_us, sid))
-        found.sort(reverse=True)
-        end = None if limit is None else offset + limit
-        return [Session(self, sid) for _, sid in found[offset:end]]
+        # One catalog query after an incremental refresh, rather than replaying every
+        # session's files: listing stays fast on stores of many thousands of sessions.
+        ids = self._query_layer().sessions(
+            user_id=user_id, org_id=org_id, since=lo, until=hi, limit=limit, offset=offset
+        )
+        return [Session(self, sid) for sid in ids]
 
     def delete_session(self, session_id: str) -> None:
         """Delete a session: hidden at once everywhere, its bytes purged by compaction."""
@@ -527,7 +521,7 @@ class Store:
 
     # -- the query layer (query.py): a derived, rebuildable cache -------------------------------
 
-    def _query_layer(self) -> Any:
+    def _query_layer(self) -> QueryLayer:
         with self._guard:
             if self._query is None:
                 from .query import QueryLayer
@@ -543,7 +537,9 @@ class Store:
         """Drop the derived catalog and search index and rebuild them from the files."""
         self._query_layer().reindex(progress=progress)
 
-    def sql(self, query: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> Any:
+    def sql(
+        self, query: str, params: Sequence[Any] | Mapping[str, Any] | None = None
+    ) -> QueryResult:
         """Run SQL over the catalog (tables: sessions, messages, states, checkpoints)."""
         return self._query_layer().sql(query, params)
 
@@ -559,7 +555,7 @@ class Store:
         until: When | None = None,
         limit: int = 20,
         order: Literal["relevance", "newest"] = "relevance",
-    ) -> Any:
+    ) -> list[SearchHit]:
         """Ranked full-text search (BM25) over every message, with highlighted snippets."""
         return self._query_layer().search(
             query,
@@ -580,13 +576,13 @@ class Store:
         org_id: str | None = None,
         since: When | None = None,
         until: When | None = None,
-    ) -> Any:
+    ) -> Stats:
         """Statistics over the store (or a user, an org, a time window)."""
         return self._query_layer().stats(user_id=user_id, org_id=org_id, since=since, until=until)
 
     # -- maintenance (compaction.py, retention.py, watch.py) -----------------------------------
 
-    def compact(self, session_id: str | None = None) -> Any:
+    def compact(self, session_id: str | None = None) -> CompactReport:
         """Seal hot segments into content-named Parquet and purge deleted and edited content."""
         from .compaction import compact
 
@@ -599,13 +595,13 @@ class Store:
         user_id: str | None = None,
         org_id: str | None = None,
         dry_run: bool = False,
-    ) -> Any:
+    ) -> PruneReport:
         """Delete messages older than ``older_than`` (retention); compaction removes the bytes."""
         from .retention import prune
 
         return prune(self, older_than, user_id=user_id, org_id=org_id, dry_run=dry_run)
 
-    def watch(self, callback: Callable[[Any], None], **options: Any) -> Any:
+    def watch(self, callback: Callable[[WatchEvent], None], **options: Any) -> Watcher:
         """Call ``callback`` when other processes or a git pull change the store."""
         from .watch import watch
 

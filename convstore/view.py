@@ -30,7 +30,7 @@ from typing import Any
 import orjson
 
 from . import frames
-from .errors import ConvstoreError, CorruptData
+from .errors import ConvstoreError, CorruptData, InvalidDate
 from .ids import from_us, parse_us
 from .layout import HOT_RE, SEALED_RE
 from .records import Message, record_problem
@@ -249,13 +249,19 @@ class SessionView:
     # -- replaying records ---------------------------------------------------------------------
 
     def apply(self, r: dict[str, Any]) -> None:
-        problem = record_problem(r, self.session_id)
+        problem = record_problem(r, self.session_id, deep=False)
         if problem is not None:
             self.problems.append(Problem(str(self.folder), 0, 0, f"skipped a record: {problem}"))
             return
         kind = r["kind"]
         rid = r["id"]
-        key: Key = (parse_us(r["created_at"]), rid)
+        try:
+            key: Key = (parse_us(r["created_at"]), rid)
+            if kind == "message" and "edit_id" in r:
+                parse_us(r["edited_at"])
+        except InvalidDate as e:
+            self.problems.append(Problem(str(self.folder), 0, 0, f"skipped a record: {e}"))
+            return
         if kind != "message" and kind != "blob":
             # Messages may legitimately arrive twice (a sealed copy folding an edit); they are
             # merged by version below. Everything else is settled by the id alone.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
 import signal
@@ -16,7 +17,7 @@ import pytest
 from convstore import Store, compaction, frames, layout
 from convstore.session import Session
 
-from .conftest import start_python
+from .conftest import run_python, start_python
 
 OTHER_WRITER = "0123456789ab"
 
@@ -452,3 +453,23 @@ class TestCrashSafety:
         self, store_path: Path
     ) -> None:
         _kill_compactions(store_path, rounds=40, with_reader=True)
+
+
+class TestCompactCommand:
+    def test_json_reports_what_was_sealed_and_purged(self, store: Store, store_path: Path) -> None:
+        session = store.create_session("s")
+        gone = session.append("user", "to delete")
+        session.append("user", "to keep")
+        session.delete_message(gone.id)
+        store.close()
+        done = run_python(
+            "from convstore.cli import main; main()",
+            "compact",
+            "--store",
+            str(store_path),
+            "--json",
+        )
+        assert done.returncode == 0, done.stderr
+        body = json.loads(done.stdout)
+        assert (body["sessions_compacted"], body["messages_purged"]) == (1, 1)
+        assert body["sessions"][0]["sealed"].startswith("sealed.")

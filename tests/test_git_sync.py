@@ -7,6 +7,7 @@ Real git throughout: a bare repository and two clones in temporary folders, merg
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
@@ -19,6 +20,7 @@ import pytest
 from convstore import Store, frames, layout
 from convstore.gitsync import SyncError, sync
 
+from .conftest import run_python
 from .test_compaction import folder_text
 
 pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
@@ -29,6 +31,8 @@ def isolated_git(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No user or system git configuration leaks in (pull.rebase, hooks, signing...)."""
     monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(tmp_path / "gitconfig"))
     monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    # A temporary folder inside someone's repository must still count as "not in git".
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))
     (tmp_path / "gitconfig").write_text("[init]\n\tdefaultBranch = main\n")
 
 
@@ -277,3 +281,25 @@ class TestConvstoreSync:
         second = sync(b.store)
         assert second.committed is None and second.pushed
         assert os.path.exists(b.path / ".gitignore")
+
+
+class TestSyncCommand:
+    def test_outside_git_it_exits_1_with_one_line_saying_what_to_do(self, store_path: Path) -> None:
+        Store(store_path).close()
+        done = run_python(
+            "from convstore.cli import main; main()", "sync", "--store", str(store_path)
+        )
+        assert done.returncode == 1
+        assert done.stderr.startswith("error: ") and "run `git init` there" in done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1
+
+    def test_json_reports_the_commit_and_the_push(self, pair: tuple[Clone, Clone]) -> None:
+        _, b = pair
+        b.store.session("shared").append("user", "from the command line")
+        b.store.close()
+        done = run_python(
+            "from convstore.cli import main; main()", "sync", "--store", str(b.path), "--json"
+        )
+        assert done.returncode == 0, done.stderr
+        body = json.loads(done.stdout)
+        assert body["committed"] and body["pushed"] and body["remote"] == "origin/main"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -194,3 +195,36 @@ class TestRetentionBesideLiveWriters:
             text = folder_text(store_path / "sessions")
             assert "old-words-of-a" not in text and "fresh-words-of-a" in text
             assert st.check(repair=True).ok
+
+
+CLI = "from convstore.cli import main; main()"
+
+
+class TestPruneCommand:
+    def test_a_dry_run_prints_the_counts_as_json_and_changes_nothing(
+        self, mixed: Store, store_path: Path
+    ) -> None:
+        mixed.close()
+        before = store_bytes(store_path)
+        done = run_python(
+            CLI, "prune", "--store", str(store_path), "--older-than", "90d", "--dry-run", "--json"
+        )
+        assert done.returncode == 0, done.stderr
+        body = json.loads(done.stdout)
+        assert (body["dry_run"], body["messages"], body["dropped"]) == (True, 7, ["idle"])
+        assert store_bytes(store_path) == before
+
+    def test_compact_removes_the_bytes_at_once(self, mixed: Store, store_path: Path) -> None:
+        mixed.close()
+        done = run_python(
+            CLI, "prune", "--store", str(store_path), "--older-than", "90d", "--compact"
+        )
+        assert done.returncode == 0, done.stderr
+        assert "deleted 7 messages" in done.stdout and "compacted 4 sessions" in done.stdout
+        assert "old-words-of-a" not in folder_text(store_path / "sessions")
+
+    def test_a_missing_cutoff_is_a_usage_error(self, store_path: Path) -> None:
+        Store(store_path).close()
+        done = run_python(CLI, "prune", "--store", str(store_path))
+        assert done.returncode == 2
+        assert "Missing option '--older-than'" in done.stderr

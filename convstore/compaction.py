@@ -174,20 +174,12 @@ class CompactReport:
         done = self.compacted
         line = (
             f"compacted {len(done)} of {len(self.sessions)} sessions: "
-            f"{sum(s.files_in for s in done)} files, {_size(self.bytes_in)} -> "
-            f"{_size(self.bytes_out)}; purged {self.messages_purged} deleted messages, "
+            f"{sum(s.files_in for s in done)} files, "
+            f"{self.bytes_in:,} -> {self.bytes_out:,} bytes; "
+            f"purged {self.messages_purged} deleted messages, "
             f"folded {self.edits_folded} edits ({self.seconds:.2f} s)"
         )
         return "\n".join([line] + [f"  {s.session_id}: {s.skipped}" for s in self.problems])
-
-
-def _size(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
 
 
 # -- the entry point -------------------------------------------------------------------------

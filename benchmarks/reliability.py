@@ -508,6 +508,14 @@ def kill_loop(
         r += 1
     check_clean(path, tally, "the end", repair=True)
     verify_acks(path, acks, tally, "after the final repair")
+    if refresher:
+        # Refreshers were killed mid-publish too: the catalog must still agree with the files.
+        with Store(path) as st:
+            st.refresh()
+            total = sum(len(st.session(s)) for s in sessions)
+            n = scalar(st.sql("SELECT count(*) FROM messages"))
+            if n != total:
+                tally.fail(f"after the kills the catalog counts {n} messages, the files {total}")
     tally.counters["rounds"] = r
     tally.acknowledged = len(acks.appended)
     tally.operations = (

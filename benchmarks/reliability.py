@@ -719,8 +719,8 @@ def truth_trial(
             st.session(sid).append("user", "written after the damage")
         read_back(st, p, touched, tally, label, "after new appends")
         if compaction_missing() is None:
-            report = st.compact()
-            tally.count("compactions that left a damaged session alone", len(report.problems))
+            compacted = st.compact()
+            tally.count("compactions that left a damaged session alone", len(compacted.problems))
             read_back(st, p, touched, tally, label, "after compaction")
             silent_loss(st, p, touched, tally, label, "compaction")
     with Store(trial) as st:

@@ -638,31 +638,27 @@ class _Lineage:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self._children: dict[str, list[tuple[str, str]]] | None = None
+        # parent id -> [(branch id, its parent field: {"session", "message", "created_at"?})]
+        self._children: dict[str, list[tuple[str, dict[str, Any]]]] | None = None
         self._dropped: set[str] = set()
         self._guard = threading.Lock()  # compaction threads share one lineage
 
-    def _build(self) -> dict[str, list[tuple[str, str]]]:
+    def _build(self) -> dict[str, list[tuple[str, dict[str, Any]]]]:
         with self._guard:
-            return self._build_locked()
-
-    def _build_locked(self) -> dict[str, list[tuple[str, str]]]:
-        if self._children is None:
-            children: dict[str, list[tuple[str, str]]] = {}
-            for sid in self.store.session_ids():
-                try:
-                    view = self.store._live_view(validate_session_id(sid))
-                except InvalidInput:
-                    continue
-                if view.dropped is not None:
-                    self._dropped.add(sid)
-                parent = view.field("parent")
-                if isinstance(parent, dict) and isinstance(parent.get("session"), str):
-                    children.setdefault(parent["session"], []).append(
-                        (sid, str(parent.get("message")))
-                    )
-            self._children = children
-        return self._children
+            if self._children is None:
+                children: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+                for sid in self.store.session_ids():
+                    try:
+                        view = self.store._live_view(validate_session_id(sid))
+                    except InvalidInput:
+                        continue
+                    if view.dropped is not None:
+                        self._dropped.add(sid)
+                    parent = view.field("parent")
+                    if isinstance(parent, dict) and isinstance(parent.get("session"), str):
+                        children.setdefault(parent["session"], []).append((sid, parent))
+                self._children = children
+            return self._children
 
     def _lives_on(self, sid: str, seen: frozenset[str]) -> bool:
         """True if ``sid`` is visible, or a visible session inherits through it."""
@@ -674,20 +670,27 @@ class _Lineage:
         )
 
     def needed_until(self, sid: str) -> Key | None:
-        """The key of the newest message of ``sid`` a live branch shows, or None."""
-        children = self._build().get(sid, [])
+        """The order key of the newest message of ``sid`` that a live branch shows, or None."""
         best: Key | None = None
-        for child, at in children:
+        for child, parent in self._build().get(sid, []):
             if not self._lives_on(child, frozenset((sid, child))):
                 continue
-            # The branch shows its parent's ordered messages up to `at` (the parent's own
-            # ancestors included), so every message of ours at or before `at` is inherited.
-            for m in self.store._ordered(sid):
-                if m.id == at:
-                    key = (to_us(m.created_at), m.id)
-                    best = key if best is None or key > best else best
-                    break
+            key = self._branch_point(sid, parent)
+            if key is not None and (best is None or key > best):
+                best = key
         return best
+
+    def _branch_point(self, sid: str, parent: dict[str, Any]) -> Key | None:
+        """Where a branch cuts its parent's messages, as Store._select does: by the branch
+        message's key when the branch recorded it (so the cut holds after that message is
+        deleted), else at the branch message itself, or nowhere once it is gone."""
+        at = str(parent.get("message"))
+        if isinstance(parent.get("created_at"), str):
+            return (parse_us(parent["created_at"]), at)
+        for m in self.store._ordered(sid):
+            if m.id == at:
+                return (to_us(m.created_at), m.id)
+        return None
 
 
 # -- automatic compaction --------------------------------------------------------------------

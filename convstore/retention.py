@@ -82,8 +82,9 @@ def prune(
     or a date), in every session or those of ``user_id`` / ``org_id``.
 
     A session whose last activity of any kind is before the cutoff is deleted whole. Messages a
-    branch inherits from its parent are its parent's: they go when the parent's go. With
-    ``dry_run`` nothing is written and the report says what would go.
+    branch inherits from its parent are its parent's: they go when the parent's go, and when the
+    parent is deleted, pruning the branch gives them their tombstones. With ``dry_run`` nothing
+    is written and the report says what would go.
     """
     if older_than is None:
         raise InvalidInput("older_than is required: a span such as '90d' or a date")
@@ -96,6 +97,11 @@ def prune(
             "would go. Pass a span back from now (90d) or a past date"
         )
     report = PruneReport(from_us(cutoff), dry_run)
+    # Tombstones to write, per session that owns the messages. A branch shows its parent's
+    # messages as its own; when that parent is deleted nobody else prunes them, so the branch
+    # does: its old inherited messages get tombstones in the deleted parent's folder.
+    targets: dict[str, list[str]] = {}
+    deleted: set[str] = set()  # owners of inherited messages that are deleted sessions
     for sid in store.session_ids():
         try:
             view = store._live_view(validate_session_id(sid))
@@ -110,19 +116,34 @@ def prune(
                 continue
             # order_keys is sorted by (created_at, id): everything before the cutoff is a prefix.
             end = bisect.bisect_left(view.order_keys, (cutoff, ""))
-            targets = [m.id for m in view.order[:end]]
+            own = [m.id for m in view.order[:end]]
             inactive = view.last_us < cutoff
-        if targets:
-            report.per_session[sid] = len(targets)
-            report.messages += len(targets)
+            branch = view.field("parent") is not None
+        if own:
+            targets.setdefault(sid, []).extend(own)
+        if branch:
+            for m in store._ordered(sid):
+                if m.session_id != sid and to_us(m.created_at) < cutoff:
+                    owner = store._live_view(m.session_id)
+                    if owner.dropped is not None:
+                        targets.setdefault(m.session_id, []).append(m.id)
+                        deleted.add(m.session_id)
         if inactive:
             report.dropped.append(sid)
+    for sid, ids in targets.items():
+        unique = list(dict.fromkeys(ids))  # two branches may inherit the same message
+        report.per_session[sid] = len(unique)
+        report.messages += len(unique)
         if dry_run:
             continue
-        for i in range(0, len(targets), _BATCH):
-            store._write(
-                sid, [store._record("delete", sid, target=t) for t in targets[i : i + _BATCH]]
-            )
-        if inactive:
+        # The store refuses writes to a deleted session unless the frame starts with a drop.
+        # A second drop of a deleted session changes nothing (the oldest counts), so a frame
+        # of tombstones for a deleted parent leads with one.
+        lead = [store._record("drop", sid)] if sid in deleted else []
+        for i in range(0, len(unique), _BATCH):
+            chunk = unique[i : i + _BATCH]
+            store._write(sid, [*lead, *(store._record("delete", sid, target=t) for t in chunk)])
+    if not dry_run:
+        for sid in report.dropped:
             store._write(sid, [store._record("drop", sid)])
     return report

@@ -270,6 +270,18 @@ class TestPurging:
         assert [m.content for m in branch.messages()] == before
         assert "after-the-branch-point" not in folder_text(parent.path)
 
+    def test_a_dropped_parent_keeps_a_branchs_inheritance_after_its_branch_point_went(
+        self, store: Store
+    ) -> None:
+        parent = store.create_session("p")
+        parent.append("user", "one")
+        at = parent.append("user", "two")
+        branch = store.branch("p", at.id, branch_id="b")
+        parent.delete_message(at.id)
+        store.delete_session("p")
+        store.compact()
+        assert [m.text for m in branch.messages()] == ["one"]
+
     def test_a_dropped_parent_whose_branch_was_dropped_too_keeps_nothing(
         self, store: Store
     ) -> None:

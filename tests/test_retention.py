@@ -120,6 +120,21 @@ class TestPrune:
         assert old.id not in {m.id for m in branch.messages()}
         assert [m.content for m in branch.messages()] == ["fresh-parent-words", "branch-words"]
 
+    def test_old_messages_a_branch_inherits_from_a_deleted_parent_go_too(
+        self, store: Store
+    ) -> None:
+        parent = store.create_session("p")
+        old = parent.append("user", "inherited-old-words", created_at=OLD)
+        branch = parent.branch(old.id, branch_id="b")
+        branch.append("assistant", "fresh", created_at=recent())
+        store.delete_session("p")
+        report = store.prune("90d")
+        assert report.per_session == {"p": 1}
+        assert [m.text for m in branch.messages()] == ["fresh"]
+        store.compact()
+        assert "inherited-old-words" not in folder_text(parent.path)
+        assert [m.text for m in branch.messages()] == ["fresh"]
+
 
 class TestBytesAreGone:
     def test_after_prune_and_compaction_no_pruned_byte_is_left_in_the_folder(

@@ -18,6 +18,7 @@ from .errors import (
     SessionExists,
     SessionNotFound,
     StoreError,
+    SyncError,
 )
 from .records import ROLES, Message
 from .session import CheckpointEntry, PendingWrite, Session, StateEntry
@@ -49,4 +50,5 @@ __all__ = [
     "StateEntry",
     "Store",
     "StoreError",
+    "SyncError",
 ]

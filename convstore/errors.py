@@ -76,3 +76,7 @@ class QueryError(ConvstoreError):
 
 class ImportFormatError(ConvstoreError):
     """A file given to import is malformed; nothing of it was imported."""
+
+
+class SyncError(ConvstoreError):
+    """A git sync was refused or failed: not a repository, unresolved conflicts, git errors."""

@@ -20,6 +20,7 @@ guards the decompressed text.
 from __future__ import annotations
 
 import struct
+import threading
 import zlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,7 +41,16 @@ _MAGIC_BYTES = struct.pack("<II", MAGIC, _SKIP)
 END_MARKER = struct.pack("<II", 0x184D2A5D, 0)
 LEVEL = 3
 
-_decompressor = zstandard.ZstdDecompressor()
+# One decompressor per thread: a ZstdDecompressor shared by threads reading different
+# sessions of one Store crashed the interpreter (segfault) in the compaction tests.
+_local = threading.local()
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    d: zstandard.ZstdDecompressor | None = getattr(_local, "decompressor", None)
+    if d is None:
+        d = _local.decompressor = zstandard.ZstdDecompressor()
+    return d
 
 
 def new_compressor(level: int = LEVEL) -> zstandard.ZstdCompressor:
@@ -102,7 +112,7 @@ def scan(data: bytes | memoryview, base: int = 0, *, decompress: bool = True) ->
             payload = b""
             if decompress:
                 try:
-                    payload = _decompressor.decompress(frame)
+                    payload = _decompressor().decompress(frame)
                 except zstandard.ZstdError as e:
                     nxt = _resync(buf, pos + 1)
                     result.damage.append(Damage(base + pos, base + nxt, f"zstd: {e}"))

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import frames, layout
 from .compaction import LOCK_TIMEOUT, compaction_lock
-from .errors import ConvstoreError
+from .errors import SyncError
 
 if TYPE_CHECKING:
     from .store import Store
@@ -38,10 +38,6 @@ __all__ = ["SyncError", "SyncReport", "find_repository", "sync"]
 
 # Pushes that lose a race with another clone's push pull again and retry this many times.
 _PUSH_TRIES = 3
-
-
-class SyncError(ConvstoreError):
-    """A git sync was refused or failed: not a repository, unresolved conflicts, git errors."""
 
 
 @dataclass

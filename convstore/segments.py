@@ -149,6 +149,8 @@ class Appender:
     def close_segment(self) -> Path | None:
         """Close the current segment so that the next append starts a new one (for sealing)."""
         with self.guard:
+            if self.fd is not None and os.fstat(self.fd).st_nlink == 0:
+                self._close_fd()  # sealed and removed by an earlier compaction
             if self.fd is None:
                 self._open()
             else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bisect
 import os
+import sys
 import threading
 import weakref
 from collections import OrderedDict
@@ -158,6 +159,8 @@ class Store:
         flusher, self._flusher = self._flusher, None
         if flusher is not None:
             flusher.join()
+        if "convstore.compaction" in sys.modules:  # a background compaction may be running
+            sys.modules["convstore.compaction"].wait_for_background(self)
         with self._guard:
             appenders = list(self._appenders.values())
             self._appenders.clear()

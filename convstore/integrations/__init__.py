@@ -31,12 +31,16 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..errors import InvalidInput, InvalidSessionId
+from ..errors import InvalidInput, InvalidSessionId, SessionExists, SessionNotFound
 from ..ids import SESSION_ID_MAX, validate_session_id
 
-__all__ = ["external_id_for", "session_id_for"]
+if TYPE_CHECKING:
+    from ..session import Session
+    from ..store import Store
+
+__all__ = ["external_id_for", "open_session", "session_id_for"]
 
 RESERVED_PREFIX = "ext-"
 _ESCAPED = "ext-e-"
@@ -102,3 +106,44 @@ def _unescape(text: str) -> str | None:
         return out.decode("utf-8")
     except UnicodeDecodeError:
         return None
+
+
+def open_session(
+    store: Store,
+    external_id: str,
+    *,
+    create: bool,
+    source: str,
+    title: str | None = None,
+    user_id: str | None = None,
+    org_id: str | None = None,
+) -> Session | None:
+    """The session of a framework's conversation id, made on first use when ``create``.
+
+    Two writers may make it at once: the loser of that race opens the winner's. A session
+    deleted with convstore is never made again (deleted ids are not reused), which is refused
+    with a message saying to pick another id.
+    """
+    sid = session_id_for(external_id)
+    try:
+        return store.session(sid)
+    except SessionNotFound:
+        if not create:
+            return None
+    try:
+        return store.create_session(
+            sid,
+            title=title,
+            user_id=user_id,
+            org_id=org_id,
+            metadata={"source": source, "external_id": external_id},
+        )
+    except SessionExists:
+        pass  # another writer made it first, or it was deleted
+    try:
+        return store.session(sid)
+    except SessionNotFound:
+        raise SessionExists(
+            f"{source} id {external_id!r} is stored as session {sid!r}, which was deleted with "
+            "convstore; deleted session ids are never reused, so use another id"
+        ) from None

@@ -48,11 +48,11 @@ from langchain_core.messages import (
     messages_from_dict,
 )
 
-from ..errors import InvalidContent, SessionNotFound
+from ..errors import InvalidContent
 from ..records import ROLES, Message, check_content, check_metadata, content_text
 from ..session import Session
 from ..store import Store
-from . import session_id_for
+from . import open_session, session_id_for
 
 __all__ = ["ConvstoreChatMessageHistory"]
 
@@ -109,12 +109,14 @@ class ConvstoreChatMessageHistory(BaseChatMessageHistory):
             self.store.close()
 
     def _session(self, *, create: bool) -> Session | None:
-        try:
-            return self.store.session(self._sid)
-        except SessionNotFound:
-            if not create:
-                return None
-        return _create(self.store, self._sid, self.session_id, self._user_id, self._org_id)
+        return open_session(
+            self.store,
+            self.session_id,
+            create=create,
+            source="langchain",
+            user_id=self._user_id,
+            org_id=self._org_id,
+        )
 
     @property
     def messages(self) -> list[BaseMessage]:  # type: ignore[override]
@@ -151,22 +153,6 @@ class ConvstoreChatMessageHistory(BaseChatMessageHistory):
 
     async def aclear(self) -> None:
         await asyncio.to_thread(self.clear)
-
-
-def _create(
-    store: Store, sid: str, external_id: str, user_id: str | None, org_id: str | None
-) -> Session:
-    from ..errors import SessionExists
-
-    try:
-        return store.create_session(
-            sid,
-            user_id=user_id,
-            org_id=org_id,
-            metadata={"source": "langchain", "external_id": external_id},
-        )
-    except SessionExists:
-        return store.session(sid)  # made by another writer meanwhile (or deleted: raises)
 
 
 def to_convstore(message: BaseMessage) -> dict[str, Any]:

@@ -94,10 +94,10 @@ from langgraph.checkpoint.base import (
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
-from ..errors import CorruptData, InvalidContent, InvalidInput, SessionExists, SessionNotFound
+from ..errors import CorruptData, InvalidContent, InvalidInput, SessionNotFound
 from ..session import CheckpointEntry, Session
 from ..store import Store
-from . import external_id_for, session_id_for
+from . import external_id_for, open_session
 
 __all__ = ["ConvstoreSaver"]
 
@@ -297,27 +297,13 @@ class ConvstoreSaver(BaseCheckpointSaver[str]):
     # -- sessions ------------------------------------------------------------------------------
 
     def _session(self, thread_id: str, *, create: bool) -> Session | None:
-        sid = session_id_for(thread_id)
-        try:
-            return self.store.session(sid)
-        except SessionNotFound:
-            if not create:
-                return None
-        try:
-            return self.store.create_session(
-                sid,
-                title=f"LangGraph thread {thread_id}"[:1000],
-                metadata={"source": "langgraph", "external_id": thread_id},
-            )
-        except SessionExists:
-            pass  # another writer made it first, or it was deleted
-        try:
-            return self.store.session(sid)
-        except SessionNotFound:
-            raise SessionExists(
-                f"thread {thread_id!r} is stored as session {sid!r}, which was deleted with "
-                "convstore; deleted session ids are never reused, so use another thread_id"
-            ) from None
+        return open_session(
+            self.store,
+            thread_id,
+            create=create,
+            source="langgraph",
+            title=f"LangGraph thread {thread_id}"[:1000],
+        )
 
     def _threads(self) -> Iterator[tuple[str, Session]]:
         """Every (thread id, session) of the store that holds checkpoints."""

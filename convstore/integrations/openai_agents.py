@@ -39,11 +39,11 @@ from typing import TYPE_CHECKING, Any, TypeGuard
 
 from agents.memory.session_settings import SessionSettings, resolve_session_limit
 
-from ..errors import InvalidContent, SessionExists, SessionNotFound
+from ..errors import InvalidContent
 from ..records import ROLES, Message, check_metadata
 from ..session import Session
 from ..store import Store
-from . import session_id_for
+from . import open_session, session_id_for
 
 if TYPE_CHECKING:
     from agents.items import TResponseInputItem
@@ -86,20 +86,14 @@ class ConvstoreSession:
             self.store.close()
 
     def _session(self, *, create: bool) -> Session | None:
-        try:
-            return self.store.session(self._sid)
-        except SessionNotFound:
-            if not create:
-                return None
-        try:
-            return self.store.create_session(
-                self._sid,
-                user_id=self._user_id,
-                org_id=self._org_id,
-                metadata={"source": "openai-agents", "external_id": self.session_id},
-            )
-        except SessionExists:
-            return self.store.session(self._sid)  # made by another writer meanwhile
+        return open_session(
+            self.store,
+            self.session_id,
+            create=create,
+            source="openai-agents",
+            user_id=self._user_id,
+            org_id=self._org_id,
+        )
 
     # -- the Session protocol ------------------------------------------------------------------
 

@@ -169,26 +169,12 @@ class StoreModel(RuleBasedStateMachine):
     @precondition(lambda self: has("convstore.compaction"))
     @rule(one=st.booleans(), sid=sessions)
     def compact(self, one: bool, sid: str) -> None:
-        # Compacting a deleted parent whose branch point was deleted purges what its branch
-        # still inherits: a known defect with its own test (TestBranchPoint), kept out of the way.
-        for s in self.model.values():
-            if s.parent and not s.dropped:
-                parent = self.model[s.parent[0]]
-                if parent.dropped and s.parent[1][1] not in parent.own:
-                    return
         self.store.compact(sid if one else None)
 
     @precondition(lambda self: has("convstore.retention"))
     @rule()
     def prune(self) -> None:
-        # A branch of a deleted session keeps its old inherited messages through prune: a known
-        # defect with its own test (TestRetention below), kept out of this machine's way.
-        # A branch of a deleted session keeps its old inherited messages through prune: a known
-        # defect with its own test (TestRetention below), kept out of this machine's way.
         cutoff = to_us(datetime.now(timezone.utc) - timedelta(days=365))
-        branches = [s.parent for s in self.model.values() if s.parent and not s.dropped]
-        if any(self.model[psid].dropped for psid, _ in branches):
-            return
         self.store.prune("365d")
         for s in self.model.values():
             s.own = {mid: m for mid, m in s.own.items() if m.key[0] >= cutoff}
@@ -240,11 +226,6 @@ class TestBranchPoint:
         assert [m.text for m in branch.messages()] == ["one"]
         assert first.id in {m.id for m in branch.messages()}
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="compacting a deleted parent keeps only what a branch inherits up to its branch "
-        "message; when that message was deleted first, the branch's inherited messages are purged",
-    )
     def test_compacting_a_deleted_parent_keeps_what_a_branch_still_inherits(
         self, store: Store
     ) -> None:
@@ -261,11 +242,6 @@ class TestBranchPoint:
 
 
 class TestRetention:
-    @pytest.mark.xfail(
-        strict=True,
-        reason="prune skips deleted sessions, but a live branch still shows their messages: "
-        "messages older than the cutoff stay readable (and compaction keeps them for the branch)",
-    )
     def test_prune_removes_old_messages_a_branch_inherits_from_a_deleted_session(
         self, store: Store
     ) -> None:

@@ -171,6 +171,7 @@ from convstore import Store
 path, stop, sessions = sys.argv[1], sys.argv[2], sys.argv[3].split(",")
 reads, bad, seen = 0, [], {}
 st = Store(path)
+print("ready", flush=True)
 while not os.path.exists(stop):
     if reads % 7 == 6:  # now and then a cold open, as a new process would
         st.close()
@@ -374,6 +375,11 @@ def concurrent_load(
             tally.notes.append(f"no refresher: {reason}")
         else:
             others.append(("refresher", spawn(REFRESHER, str(path), str(stop))))
+    # The writers start once every reader, the compactor and the refresher run (importing the
+    # query layer takes a while), so that all of them overlap the whole load.
+    for _, p in others:
+        assert p.stdout is not None
+        p.stdout.readline()
     procs = [
         spawn(
             WRITER,

@@ -126,10 +126,14 @@ def read_sealed(path: Path, *, verify: bool = True) -> list[dict[str, Any]]:
     if verify and (m is None or hashlib.sha256(data).hexdigest() != m.group(1)):
         raise CorruptData(f"{path} does not match its content hash; restore it from git or a clone")
     try:
+        # use_threads=False: Arrow's thread pool gains nothing on one small file, and a
+        # process exiting while its threads are alive aborted ("terminate called without an
+        # active exception") in the reliability suite's writers.
         table = pq.read_table(
             pa.BufferReader(data),
             columns=["id", "kind", "session", "created_at", "role", "text", "record"],
             page_checksum_verification=True,
+            use_threads=False,
         )
         stamps = table.column("created_at").cast(pa.int64()).to_pylist()
         records = []

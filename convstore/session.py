@@ -175,8 +175,8 @@ class Session:
     ) -> Message:
         """Append one message; with the default durability it is on disk when this returns."""
         record = _message_record(self.id, role, content, metadata, created_at)
-        self.store._write(self.id, [record])
-        return _written_message(record)
+        (at,) = self.store._write(self.id, [record])
+        return _written_message(record, at)
 
     def extend(self, messages: Iterable[Mapping[str, Any] | Message]) -> list[Message]:
         """Append many messages as one frame: one lock, one write, one fsync. All or nothing."""
@@ -209,9 +209,10 @@ class Session:
                     item.get("created_at"),
                 )
             )
-        if records:
-            self.store._write(self.id, records)
-        return [_written_message(r) for r in records]
+        if not records:
+            return []
+        times = self.store._write(self.id, records)
+        return [_written_message(r, at) for r, at in zip(records, times, strict=True)]
 
     def _ordered(self) -> list[Message]:
         return self.store._ordered(self.id)
@@ -569,7 +570,7 @@ def _message_record(
     return record
 
 
-def _written_message(record: JSONDict) -> Message:
+def _written_message(record: JSONDict, at_us: int) -> Message:
     """The Message a record reads back as, once ``_write`` has stamped it."""
     return Message(
         record["id"],
@@ -577,7 +578,7 @@ def _written_message(record: JSONDict) -> Message:
         record["role"],
         record["content"],
         record.get("metadata") or {},
-        from_us(parse_us(record["created_at"])),
+        from_us(at_us),
     )
 
 

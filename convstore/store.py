@@ -474,13 +474,14 @@ class Store:
             if sid != keep and sid in self._open_fds and self._appenders[sid].release_fd():
                 self._open_fds.discard(sid)
 
-    def _write(self, sid: str, records: list[JSONDict]) -> None:
+    def _write(self, sid: str, records: list[JSONDict]) -> list[int]:
         """Stamp ``records`` with ids and times, and append them as one frame.
 
         Everything that can refuse the input is checked before the lock is taken, so a refusal
         writes nothing. Ids and default times are given under the session lock, so that the
         order of records in a session's files is also the order of their times: a reader
         paging forward from a message it has seen never misses one written after it.
+        Returns each record's time in microseconds.
         """
         for r in records:
             encode_record(r)
@@ -488,12 +489,16 @@ class Store:
             view = self._views.get(sid)
             if view is not None and view.dropped is not None and records[0]["kind"] != "drop":
                 raise SessionNotFound(f"session {sid!r} was deleted; nothing was written")
+            times = []
             for r in records:
                 stamp = now_us()
                 if r["id"] is None:
                     r["id"] = new_id(stamp)
                 if r["created_at"] is None:
                     r["created_at"] = format_us(stamp)
+                    times.append(stamp)
+                else:
+                    times.append(parse_us(r["created_at"]))
             payload = b"".join([encode_record(r) for r in records])
             frame = frames.encode_frame(payload, self._compressor())
             appender = self._appender(sid)
@@ -508,6 +513,7 @@ class Store:
             from .compaction import on_segment_rolled
 
             on_segment_rolled(self, sid)
+        return times
 
     def _note_append(self, sid: str, name: str, start: int, end: int, payload: bytes) -> None:
         """Apply our own append to the cached view, when the view had read up to it.

@@ -136,13 +136,11 @@ def prune(
         report.messages += len(unique)
         if dry_run:
             continue
-        # The store refuses writes to a deleted session unless the frame starts with a drop.
-        # A second drop of a deleted session changes nothing (the oldest counts), so a frame
-        # of tombstones for a deleted parent leads with one.
-        lead = [store._record("drop", sid)] if sid in deleted else []
         for i in range(0, len(unique), _BATCH):
-            chunk = unique[i : i + _BATCH]
-            store._write(sid, [*lead, *(store._record("delete", sid, target=t) for t in chunk)])
+            chunk = [store._record("delete", sid, target=t) for t in unique[i : i + _BATCH]]
+            # A deleted parent's messages that a live branch still shows get their tombstones
+            # in the parent's folder, which the store otherwise refuses to write to.
+            store._write(sid, chunk, allow_dropped=sid in deleted)
     if not dry_run:
         for sid in report.dropped:
             store._write(sid, [store._record("drop", sid)])

@@ -474,20 +474,24 @@ class Store:
             if sid != keep and sid in self._open_fds and self._appenders[sid].release_fd():
                 self._open_fds.discard(sid)
 
-    def _write(self, sid: str, records: list[JSONDict]) -> list[int]:
+    def _write(
+        self, sid: str, records: list[JSONDict], *, allow_dropped: bool = False
+    ) -> list[int]:
         """Stamp ``records`` with ids and times, and append them as one frame.
 
         Everything that can refuse the input is checked before the lock is taken, so a refusal
         writes nothing. Ids and default times are given under the session lock, so that the
         order of records in a session's files is also the order of their times: a reader
         paging forward from a message it has seen never misses one written after it.
-        Returns each record's time in microseconds.
+        Returns each record's time in microseconds. Writing to a deleted session is refused
+        unless ``allow_dropped`` (retention writing tombstones for a deleted parent's messages
+        that a live branch still shows).
         """
         for r in records:
             encode_record(r)
         with self._locks.get(sid):
             view = self._views.get(sid)
-            if view is not None and view.dropped is not None and records[0]["kind"] != "drop":
+            if view is not None and view.dropped is not None and not allow_dropped:
                 raise SessionNotFound(f"session {sid!r} was deleted; nothing was written")
             times = []
             for r in records:

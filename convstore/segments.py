@@ -39,6 +39,7 @@ class Appender:
         self.inode = -1
         self.end = 0  # size of the file as of our last write or check, excluding torn bytes
         self.dirty = False
+        self.unsynced: set[Path] = set()  # released with appends not yet fsynced
         self.guard = threading.Lock()  # serialises fd use against the store's fd eviction
 
     # -- locating the current segment -------------------------------------------------------
@@ -57,6 +58,8 @@ class Appender:
 
     def _open(self, seq: int | None = None) -> None:
         """Open the newest segment of this writer (or ``seq``), creating it if needed."""
+        if seq is None and self.path is not None and self._reopen():
+            return
         if not self.folder.exists():
             self.folder.mkdir(parents=True, exist_ok=True)
             fsync_dir(self.folder.parent)
@@ -72,6 +75,27 @@ class Appender:
             # The new directory entry must survive a crash as well as the data written to it.
             fsync_dir(self.folder)
         self._catch_up()
+
+    def _reopen(self) -> bool:
+        """Reopen the segment this appender last wrote, if it is still there and the same file.
+
+        The store closes idle descriptors to bound open files; reopening the known file skips
+        the folder listing, and catching up from the remembered end skips re-reading it. A
+        segment closed or replaced meanwhile is noticed by _catch_up and the inode check.
+        """
+        assert self.path is not None
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        except FileNotFoundError:
+            return False
+        st = os.fstat(fd)
+        if st.st_ino != self.inode or st.st_nlink == 0 or st.st_size < self.end:
+            os.close(fd)
+            self.end = 0
+            return False
+        self.fd = fd
+        self._catch_up()
+        return True
 
     def _catch_up(self) -> None:
         """Validate bytes appended since ``self.end`` by other processes (or a crash)."""
@@ -178,13 +202,36 @@ class Appender:
             if self.fd is not None and self.dirty:
                 os.fdatasync(self.fd)
                 self.dirty = False
+            self._sync_released()
+
+    def _sync_released(self) -> None:
+        # Segments whose descriptor was released with unsynced appends (relaxed modes).
+        for path in list(self.unsynced):
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                pass  # sealed and removed by compaction, which fsynced the sealed copy
+            else:
+                try:
+                    os.fdatasync(fd)
+                finally:
+                    os.close(fd)
+            self.unsynced.discard(path)
 
     def release_fd(self) -> bool:
         """Close the descriptor if no thread is using it; False if busy."""
         if not self.guard.acquire(blocking=False):
             return False
         try:
-            self._close_fd()
+            if self.fd is not None:
+                # In the relaxed modes the fsync is owed at the next flush(), not now: an
+                # fsync per eviction would make round-robin appends over many sessions as
+                # slow as the durable mode.
+                if self.dirty and self.path is not None:
+                    self.unsynced.add(self.path)
+                    self.dirty = False
+                os.close(self.fd)
+                self.fd = None
             return True
         finally:
             self.guard.release()
@@ -192,6 +239,7 @@ class Appender:
     def close(self) -> None:
         with self.guard:
             self._close_fd()
+            self._sync_released()
 
     def forget_after_fork(self) -> None:
         """In a forked child: drop the parent's descriptor (its bytes are the parent's)."""
@@ -200,6 +248,7 @@ class Appender:
             os.close(self.fd)
             self.fd = None
         self.dirty = False
+        self.unsynced.clear()
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from .watch import Watcher, WatchEvent
 
 Sync = Literal["always", "interval", "close"]
-_OPEN_SEGMENTS = 128  # segment descriptors kept open per Store
+_OPEN_SEGMENTS = 256  # segment descriptors kept open per Store
 T = TypeVar("T")
 # Views of recently read sessions stay in memory (that is what makes recent(20) cost a stat).
 # They are bounded by session count and by the messages they hold, so that a process that

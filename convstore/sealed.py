@@ -31,25 +31,40 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from .errors import CorruptData
 from .ids import format_us, parse_us
 from .layout import SEALED_RE, fsync_dir, sealed_name
 from .records import content_text, encode_json
 
-SCHEMA = pa.schema(
-    [
-        ("id", pa.string()),
-        ("kind", pa.string()),
-        ("session", pa.string()),
-        ("created_at", pa.timestamp("us", tz="UTC")),
-        ("role", pa.string()),
-        ("text", pa.string()),
-        ("record", pa.string()),
-    ]
-)
+COLUMNS = ("id", "kind", "session", "created_at", "role", "text", "record")
+
+
+def _arrow() -> Any:
+    """pyarrow, imported on first use.
+
+    A process that only appends and reads hot segments (most writers) never loads it: importing
+    pyarrow costs over 100 ms, and a writer process that had it loaded aborted at exit now and
+    then ("terminate called without an active exception") in the reliability suite.
+    """
+    import pyarrow as pa
+
+    return pa
+
+
+def _schema() -> Any:
+    pa = _arrow()
+    return pa.schema(
+        [
+            ("id", pa.string()),
+            ("kind", pa.string()),
+            ("session", pa.string()),
+            ("created_at", pa.timestamp("us", tz="UTC")),
+            ("role", pa.string()),
+            ("text", pa.string()),
+            ("record", pa.string()),
+        ]
+    )
 
 
 _OWN_COLUMNS = ("id", "kind", "session", "created_at", "role")
@@ -62,8 +77,11 @@ def write_sealed(folder: Path, records: Iterable[dict[str, Any]]) -> Path:
     fsynced. Two clones sealing the same records write the same bytes under the same name, so
     git sees one file, not a conflict.
     """
+    import pyarrow.parquet as pq
+
+    pa = _arrow()
     rows = sorted(records, key=lambda r: (r["created_at"], r["id"]))
-    columns: dict[str, list[Any]] = {name: [] for name in SCHEMA.names}
+    columns: dict[str, list[Any]] = {name: [] for name in COLUMNS}
     for r in rows:
         columns["id"].append(r["id"])
         columns["kind"].append(r["kind"])
@@ -80,7 +98,7 @@ def write_sealed(folder: Path, records: Iterable[dict[str, Any]]) -> Path:
             columns["role"].append(r.get("role"))
             columns["text"].append(None)
         columns["record"].append(encode_json(rest))
-    table = pa.table(columns, schema=SCHEMA)
+    table = pa.table(columns, schema=_schema())
     tmp = folder / f".sealing.{secrets.token_hex(6)}.tmp"
     # Deterministic bytes for identical input: fixed writer options, no creation timestamp
     # that varies between runs (pyarrow writes none), one row group. zstd level 3 measured
@@ -121,6 +139,9 @@ def read_sealed(path: Path, *, verify: bool = True) -> list[dict[str, Any]]:
     would otherwise be served as an altered record. The file is read once for both.
     A missing file raises FileNotFoundError (a compaction may have just replaced it).
     """
+    import pyarrow.parquet as pq
+
+    pa = _arrow()
     m = SEALED_RE.fullmatch(path.name)
     data = path.read_bytes()
     if verify and (m is None or hashlib.sha256(data).hexdigest() != m.group(1)):
@@ -131,7 +152,7 @@ def read_sealed(path: Path, *, verify: bool = True) -> list[dict[str, Any]]:
         # active exception") in the reliability suite's writers.
         table = pq.read_table(
             pa.BufferReader(data),
-            columns=["id", "kind", "session", "created_at", "role", "text", "record"],
+            columns=list(COLUMNS),
             page_checksum_verification=True,
             use_threads=False,
         )

@@ -31,7 +31,8 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from os import PathLike
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import InvalidInput, InvalidSessionId, SessionExists, SessionNotFound
 from ..ids import SESSION_ID_MAX, validate_session_id
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
     from ..session import Session
     from ..store import Store
 
-__all__ = ["external_id_for", "open_session", "session_id_for"]
+__all__ = ["SessionBacked", "external_id_for", "open_session", "session_id_for"]
 
 RESERVED_PREFIX = "ext-"
 _ESCAPED = "ext-e-"
@@ -147,3 +148,43 @@ def open_session(
             f"{source} id {external_id!r} is stored as session {sid!r}, which was deleted with "
             "convstore; deleted session ids are never reused, so use another id"
         ) from None
+
+
+class SessionBacked:
+    """What the LangChain history and the Agents session share: one conversation id kept as
+    one convstore session, in a store they were given or opened from a path."""
+
+    source: ClassVar[str]
+    session_id: str
+    store: Store
+
+    def _bind(
+        self,
+        session_id: str,
+        store: Store | str | PathLike[str],
+        user_id: str | None,
+        org_id: str | None,
+    ) -> None:
+        from ..store import Store
+
+        self.session_id = session_id
+        self._owns_store = not isinstance(store, Store)
+        self.store = store if isinstance(store, Store) else Store(store)
+        self._sid = session_id_for(session_id)
+        self._user_id = user_id
+        self._org_id = org_id
+
+    def close(self) -> None:
+        """Close the store if this object opened it from a path."""
+        if self._owns_store:
+            self.store.close()
+
+    def _session(self, *, create: bool) -> Session | None:
+        return open_session(
+            self.store,
+            self.session_id,
+            create=create,
+            source=self.source,
+            user_id=self._user_id,
+            org_id=self._org_id,
+        )

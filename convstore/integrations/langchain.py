@@ -50,9 +50,8 @@ from langchain_core.messages import (
 
 from ..errors import InvalidContent
 from ..records import ROLES, Message, check_content, check_metadata, content_text
-from ..session import Session
 from ..store import Store
-from . import open_session, session_id_for
+from . import SessionBacked
 
 __all__ = ["ConvstoreChatMessageHistory"]
 
@@ -83,8 +82,10 @@ _DEFAULT_EMPTY: dict[str, Any] = {
 }
 
 
-class ConvstoreChatMessageHistory(BaseChatMessageHistory):
+class ConvstoreChatMessageHistory(SessionBacked, BaseChatMessageHistory):
     """LangChain chat history stored as the messages of one convstore session."""
+
+    source = "langchain"
 
     def __init__(
         self,
@@ -96,27 +97,7 @@ class ConvstoreChatMessageHistory(BaseChatMessageHistory):
     ) -> None:
         """``user_id``/``org_id`` are recorded when this history creates the session."""
         super().__init__()
-        self.session_id = session_id
-        self._owns_store = not isinstance(store, Store)
-        self.store = store if isinstance(store, Store) else Store(store)
-        self._sid = session_id_for(session_id)
-        self._user_id = user_id
-        self._org_id = org_id
-
-    def close(self) -> None:
-        """Close the store if this history opened it from a path."""
-        if self._owns_store:
-            self.store.close()
-
-    def _session(self, *, create: bool) -> Session | None:
-        return open_session(
-            self.store,
-            self.session_id,
-            create=create,
-            source="langchain",
-            user_id=self._user_id,
-            org_id=self._org_id,
-        )
+        self._bind(session_id, store, user_id, org_id)
 
     @property
     def messages(self) -> list[BaseMessage]:  # type: ignore[override]

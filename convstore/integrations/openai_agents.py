@@ -41,9 +41,8 @@ from agents.memory.session_settings import SessionSettings, resolve_session_limi
 
 from ..errors import InvalidContent
 from ..records import ROLES, Message, check_metadata
-from ..session import Session
 from ..store import Store
-from . import open_session, session_id_for
+from . import SessionBacked
 
 if TYPE_CHECKING:
     from agents.items import TResponseInputItem
@@ -54,8 +53,10 @@ _MESSAGE_ROLES = frozenset({"user", "assistant", "system", "developer"})
 _TEXT_PARTS = frozenset({"input_text", "output_text"})
 
 
-class ConvstoreSession:
+class ConvstoreSession(SessionBacked):
     """OpenAI Agents SDK session stored as the messages of one convstore session."""
+
+    source = "openai-agents"
 
     session_id: str
     session_settings: SessionSettings | None
@@ -70,30 +71,10 @@ class ConvstoreSession:
         org_id: str | None = None,
     ) -> None:
         """``user_id``/``org_id`` are recorded when this session creates the convstore one."""
-        self.session_id = session_id
         self.session_settings = (
             session_settings if session_settings is not None else SessionSettings()
         )
-        self._owns_store = not isinstance(store, Store)
-        self.store = store if isinstance(store, Store) else Store(store)
-        self._sid = session_id_for(session_id)
-        self._user_id = user_id
-        self._org_id = org_id
-
-    def close(self) -> None:
-        """Close the store if this session opened it from a path."""
-        if self._owns_store:
-            self.store.close()
-
-    def _session(self, *, create: bool) -> Session | None:
-        return open_session(
-            self.store,
-            self.session_id,
-            create=create,
-            source="openai-agents",
-            user_id=self._user_id,
-            org_id=self._org_id,
-        )
+        self._bind(session_id, store, user_id, org_id)
 
     # -- the Session protocol ------------------------------------------------------------------
 

@@ -15,8 +15,9 @@ Method (docs/benchmarks.md repeats it beside the figures):
 - ratios are convstore's figure divided by the peer's, both from this run;
 - a peer whose load would take longer than the mode's budget at a scale is skipped, with the
   estimate (from its own measured load rate) as the reason;
-- peak memory is the ``ru_maxrss`` of a separate process that opens the loaded store and reads
-  from it (``--probe``), so the harness's own memory (the workload) does not count.
+- peak memory is the peak resident set (``VmHWM``) of a fresh process that imports only the
+  system under test, opens the loaded store and reads from it, so the harness's own memory
+  (the workload) does not count.
 
 Results go to ``benchmarks/results/<date>-<mode>.json``; ``--full`` (or ``--doc``) also renders
 ``docs/benchmarks.md``; ``--render FILE`` renders the page again from a results file.
@@ -34,7 +35,6 @@ import json
 import os
 import platform
 import random
-import resource
 import shutil
 import sqlite3
 import subprocess
@@ -793,11 +793,73 @@ class NewestConvstore(Peer):
 # -- the probe: a separate process that opens a loaded store ---------------------------------
 
 
+PROBE = r"""
+import json, sys, time
+
+def peak_kb():
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec, so a process started by a
+    # large parent would report the parent's peak; VmHWM belongs to this address space.
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+def ms(t0):
+    return (time.perf_counter_ns() - t0) / 1e6
+
+name, folder, word, query_layer, *sids = sys.argv[1:]
+out = {"interpreter_mb": peak_kb() / 1024}
+t0 = time.perf_counter_ns()
+if name == "convstore":
+    from convstore import Store
+    out["import_ms"] = ms(t0)
+    t0 = time.perf_counter_ns()
+    store = Store(folder + "/store")
+    out["open_ms"] = ms(t0)
+    t0 = time.perf_counter_ns()
+    store.session(sids[0]).recent(20)
+    out["first_recent_ms"] = ms(t0)
+    for sid in sids:
+        store.session(sid).recent(20)
+    if query_layer == "yes":
+        t0 = time.perf_counter_ns()
+        store.search(word, limit=20)
+        out["first_search_ms"] = ms(t0)
+        t0 = time.perf_counter_ns()
+        store.stats()
+        out["first_stats_ms"] = ms(t0)
+    store.close()
+else:
+    from pathlib import Path
+    from benchmarks.peers import PEERS
+    out["import_ms"] = ms(t0)
+    peer = {c.name: c for c in PEERS}[name]()
+    t0 = time.perf_counter_ns()
+    peer.setup(Path(folder))  # imports the peer's framework, as its first use in an app does
+    out["open_ms"] = ms(t0)
+    t0 = time.perf_counter_ns()
+    peer.recent(sids[0], 20)
+    out["first_recent_ms"] = ms(t0)
+    for sid in sids:
+        peer.recent(sid, 20)
+    if peer.can_search:
+        t0 = time.perf_counter_ns()
+        peer.search(word, limit=20)
+        out["first_search_ms"] = ms(t0)
+    peer.close()
+out["peak_rss_mb"] = peak_kb() / 1024
+print(json.dumps(out))
+"""
+
+
 def probe(name: str, folder: Path, session_ids: Sequence[str]) -> Json:
-    """Run ``--probe`` in a fresh interpreter; return its phase times and peak RSS."""
+    """Open a loaded store in a fresh interpreter that imports only that system; return the
+    time of each first call and the process's peak resident memory."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    query = "yes" if query_layer_reason() is None else "no"
     out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.bench", "--probe", name, str(folder), *session_ids],
+        [sys.executable, "-c", PROBE, name, str(folder), COMMON_WORD, query, *session_ids],
         capture_output=True,
         text=True,
         env=env,
@@ -807,54 +869,6 @@ def probe(name: str, folder: Path, session_ids: Sequence[str]) -> Json:
     if out.returncode != 0:
         return {"error": out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "failed"}
     return json.loads(out.stdout)  # type: ignore[no-any-return]
-
-
-def run_probe(name: str, folder: Path, session_ids: Sequence[str]) -> Json:
-    """In the probe process: open, first recent(20), list, search, stats; time and memory."""
-    base_kb = peak_rss_kb()
-    phases: Json = {}
-    t0 = time.perf_counter_ns()
-    if name == "convstore":
-        store = Store(folder / "store")
-        phases["open_ms"] = (time.perf_counter_ns() - t0) / 1e6
-        t, _ = timed(lambda: store.session(session_ids[0]).recent(20))
-        phases["first_recent_ms"] = t / 1e6
-        for sid in session_ids:
-            store.session(sid).recent(20)
-        if query_layer_reason() is None:
-            t, _ = timed(lambda: store.search(COMMON_WORD, limit=20))
-            phases["first_search_ms"] = t / 1e6
-            t, _ = timed(store.stats)
-            phases["first_stats_ms"] = t / 1e6
-        store.close()
-    else:
-        cls = {c.name: c for c in PEERS}[name]
-        peer = cls()
-        peer.setup(folder)
-        phases["open_ms"] = (time.perf_counter_ns() - t0) / 1e6
-        t, _ = timed(lambda: peer.recent(session_ids[0], 20))
-        phases["first_recent_ms"] = t / 1e6
-        for sid in session_ids:
-            peer.recent(sid, 20)
-        if peer.can_search:
-            t, _ = timed(lambda: peer.search(COMMON_WORD, limit=20))
-            phases["first_search_ms"] = t / 1e6
-        peer.close()
-    return {**phases, "peak_rss_mb": peak_rss_kb() / 1024, "rss_after_imports_mb": base_kb / 1024}
-
-
-def peak_rss_kb() -> int:
-    """This process's peak resident set size in KiB.
-
-    ``VmHWM`` rather than ``ru_maxrss``: Linux carries ``ru_maxrss`` across ``exec``, so a
-    process started by a large parent would report the parent's peak; ``VmHWM`` belongs to the
-    new address space.
-    """
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 # -- separate experiments ---------------------------------------------------------------------
@@ -1647,7 +1661,7 @@ def convstore_items(r: Json, scale: str, c: Json) -> list[tuple[str, str | None]
         )
     items.append(
         (
-            "probe process (open, first recent(20), first search, first stats)",
+            "fresh process (import, open, first recent(20), first search, first stats)",
             probe_line(c.get("probe")),
         )
     )
@@ -1660,6 +1674,7 @@ def probe_line(p: Json | None) -> str | None:
     if "error" in p:
         return f"failed: {p['error']}"
     keys = (
+        "import_ms",
         "open_ms",
         "first_recent_ms",
         "first_search_ms",
@@ -1816,8 +1831,8 @@ METHOD = """## Method
   is the segments, after compaction the sealed Parquet files; the catalog and search index are
   reported apart as a derived cache.
 - **Peak memory.** The peak resident set (`VmHWM`) of a fresh process that opens the loaded
-  store, reads 20 sessions, searches and asks for statistics (`python -m benchmarks.bench
-  --probe`); imports included, the harness's own memory not.
+  store, reads 20 sessions, searches and asks for statistics; the process imports only the
+  system under test (its dependencies count, the harness does not).
 - **Noise.** The machine is shared: other jobs ran beside this one (see the load average above),
   which hits the fsync-bound figures hardest. Ratios are the fairer reading: both sides of a
   ratio ran minutes apart under the same conditions.
@@ -1838,17 +1853,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     group.add_argument("--full", action="store_true", help="10k, 100k and 1M messages, <= 15 min")
     group.add_argument("--render", metavar="RESULTS.json", help="render docs/benchmarks.md again")
-    group.add_argument("--probe", nargs="+", metavar="ARG", help=argparse.SUPPRESS)
     ap.add_argument("--dir", help="where the stores are built (default: a new temporary folder)")
     ap.add_argument("--only", help="comma-separated systems to run (default: all)")
     ap.add_argument(
         "--doc", action="store_true", help="render docs/benchmarks.md (default with --full)"
     )
     args = ap.parse_args(argv)
-    if args.probe:
-        name, folder, *sids = args.probe
-        print(json.dumps(run_probe(name, Path(folder), sids)))
-        return 0
     if args.render:
         results = json.loads(Path(args.render).read_text())
         DOC.write_text(render(results))

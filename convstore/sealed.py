@@ -23,6 +23,8 @@ Any Parquet reader can query the columns; docs/QUERY.md shows how to rebuild who
 
 from __future__ import annotations
 
+import atexit
+import gc
 import hashlib
 import os
 import secrets
@@ -47,9 +49,19 @@ def _arrow() -> Any:
     pyarrow costs over 100 ms, and a writer process that had it loaded aborted at exit now and
     then ("terminate called without an active exception") in the reliability suite.
     """
+    global _exit_hook
     import pyarrow as pa
 
+    if not _exit_hook:
+        # Release Arrow objects while Arrow is still whole: without this, a process exiting
+        # with Arrow's pool threads alive sometimes aborts ("terminate called without an
+        # active exception", apache/arrow#34314). atexit runs before module teardown.
+        atexit.register(gc.collect)
+        _exit_hook = True
     return pa
+
+
+_exit_hook = False
 
 
 def _schema() -> Any:
@@ -147,14 +159,16 @@ def read_sealed(path: Path, *, verify: bool = True) -> list[dict[str, Any]]:
     if verify and (m is None or hashlib.sha256(data).hexdigest() != m.group(1)):
         raise CorruptData(f"{path} does not match its content hash; restore it from git or a clone")
     try:
-        # use_threads=False: Arrow's thread pool gains nothing on one small file, and a
-        # process exiting while its threads are alive aborted ("terminate called without an
-        # active exception") in the reliability suite's writers.
+        # No Arrow threads: use_threads=False and pre_buffer=False (pre-buffering runs on
+        # Arrow's IO pool). They gain nothing on one in-memory file, and a process exiting
+        # while those pool threads were alive aborted ("terminate called without an active
+        # exception", apache/arrow#34314) in the reliability suite.
         table = pq.read_table(
             pa.BufferReader(data),
             columns=list(COLUMNS),
             page_checksum_verification=True,
             use_threads=False,
+            pre_buffer=False,
         )
         stamps = table.column("created_at").cast(pa.int64()).to_pylist()
         records = []

@@ -23,7 +23,7 @@ test-all: $(STAMP)  ## also the slow tests (long kill loops, big stores)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff format --check convstore tests benchmarks sample_data
 	$(VENV)/bin/mypy
 
 bench: $(STAMP)  ## quick benchmark against the peers (about a minute)

@@ -868,7 +868,11 @@ def probe(name: str, folder: Path, session_ids: Sequence[str]) -> Json:
     )
     if out.returncode != 0:
         return {"error": out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "failed"}
-    return json.loads(out.stdout)  # type: ignore[no-any-return]
+    lines = out.stdout.strip().splitlines()
+    got: Json = json.loads(lines[-1])
+    if len(lines) > 1:  # a library that prints to stdout is worth knowing about
+        got["stdout_extra"] = "\n".join(lines[:-1])[:500]
+    return got
 
 
 # -- separate experiments ---------------------------------------------------------------------

@@ -44,7 +44,7 @@ from .layout import write_atomic
 CACHE_FORMAT = "convstore-cache"
 # Bump whenever a table, a column, the part format or the search index schema changes: a cache of
 # another version is rebuilt, never read.
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 # Parts are folded into a new base when there are more than MAX_PARTS of them, or when they hold
 # more rows than MAX_DELTA_ROWS or 5% of the base: every query pays a little for each part
@@ -714,6 +714,33 @@ class Catalog:
                 os.unlink(entry.path)
 
     # -- lookups ----------------------------------------------------------------------------
+
+    def message_texts(self, ids: Sequence[str]) -> dict[str, str]:
+        """The texts of the live messages among ``ids`` (search hits).
+
+        Not through the ``messages`` view: its anti-join and its union with the delta cost
+        more than the lookup itself (about 2 ms against 1 at a million messages). The base is
+        read through its id index, rows the delta masks are dropped here, and the delta is
+        asked only for ids it holds (this process mirrors its keys and masks).
+        """
+        if not ids:
+            return {}
+        masked = self._mask_values["messages"]
+        out: dict[str, str] = {}
+        for rk, mid, text in self.run(
+            f"SELECT _rk, id, text FROM {self.BASE}.messages WHERE {in_list('id', ids)}"
+        ):
+            if rk not in masked:
+                out[mid] = text
+        held = self._delta_keys["messages"]
+        in_delta = [i for i in ids if i in held]
+        if in_delta:
+            out.update(
+                self.run(
+                    f"SELECT id, text FROM {self.DELTA}.messages WHERE {in_list('id', in_delta)}"
+                )
+            )
+        return out
 
     def run(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
         """Run a statement and fetch all it returns (DuckDB wants every result consumed

@@ -33,19 +33,20 @@ _clock_lock = threading.Lock()
 _last_us = 0
 
 
-def now_us() -> int:
+def now_us(count: int = 1) -> int:
     """Microseconds since the epoch, strictly increasing within this process.
 
     Appends from one process therefore never share a timestamp, which keeps their order
     stable when readers sort by (created_at, id). A wall clock that steps back is absorbed by
-    keeping the last value plus one microsecond.
+    keeping the last value plus one microsecond. ``count`` reserves that many consecutive
+    values (a batch's records) and returns the first.
     """
     global _last_us
     with _clock_lock:
         t = time.time_ns() // 1000
         if t <= _last_us:
             t = _last_us + 1
-        _last_us = t
+        _last_us = t + count - 1
         return t
 
 
@@ -81,7 +82,6 @@ def validate_session_id(session_id: object) -> str:
     return session_id
 
 
-_fmt_cache: tuple[int, str] = (-1, "")
 # Times outside years 1000-9999 are refused: four-digit years keep the on-disk form fixed-width
 # (so that it sorts as text and parses back), and DuckDB and Parquet readers handle them all.
 MIN_US = -30_610_224_000_000_000  # 1000-01-01T00:00:00Z
@@ -106,14 +106,23 @@ def _describe(us: int) -> str:
 
 def format_us(us: int) -> str:
     """Format microseconds since the epoch as ``YYYY-MM-DDTHH:MM:SS.ffffffZ``."""
-    global _fmt_cache
-    check_us(us)
-    sec, frac = divmod(us, 1_000_000)
-    cached_sec, prefix = _fmt_cache
-    if cached_sec != sec:
-        prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
-        _fmt_cache = (sec, prefix)
-    return f"{prefix}.{frac:06d}Z"
+    if not MIN_US <= us < MAX_US:
+        check_us(us)
+    # Every append formats a time: a day's date is made once, the rest from a table.
+    day, rest = divmod(us, 86_400_000_000)
+    date = _dates.get(day)
+    if date is None:
+        date = time.strftime("%Y-%m-%dT", time.gmtime(day * 86_400))
+        if len(_dates) < 100_000:
+            _dates[day] = date
+    sec, frac = divmod(rest, 1_000_000)
+    two = _TWO_DIGITS
+    return f"{date}{two[sec // 3600]}:{two[sec // 60 % 60]}:{two[sec % 60]}.{frac:06d}Z"
+
+
+# "YYYY-MM-DDT" by day since the epoch, and "00" to "59".
+_dates: dict[int, str] = {}
+_TWO_DIGITS = tuple(f"{i:02d}" for i in range(60))
 
 
 _STAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")

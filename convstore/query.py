@@ -35,7 +35,6 @@ from .catalog import (
     CacheInvalid,
     Catalog,
     Manifest,
-    in_list,
     new_name,
     read_manifest,
     write_manifest,
@@ -634,13 +633,7 @@ class QueryLayer:
     @staticmethod
     def _texts(catalog: Catalog, ids: list[str]) -> dict[str, str]:
         """The texts of the given messages, from the catalog (one indexed lookup)."""
-        if not ids:
-            return {}
-        return dict(
-            catalog.rows(
-                f"SELECT id, text FROM ({catalog.live_rows('messages', in_list('id', ids))})"
-            )
-        )
+        return catalog.message_texts(ids)
 
     # -- statistics and listings --------------------------------------------------------------
 

@@ -31,7 +31,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple, NoReturn
 
 import orjson
 
@@ -227,17 +227,118 @@ def encode_json(value: object) -> str:
 
 def encode_record(record: Mapping[str, Any]) -> bytes:
     """One JSONL line, UTF-8. Refuses lone surrogates and oversize records."""
+    data = _encode(record)
+    if len(data) > MAX_RECORD_BYTES:
+        _too_large(len(data))
+    return data
+
+
+HEAD = ("id", "kind", "session", "created_at")
+# Bytes of a record's head around its four values: '{"id":"","kind":"","session":,"created_at":""'.
+_HEAD_FRAME = 45
+_ID_LEN = 26
+_STAMP_LEN = 27
+
+
+class Draft(NamedTuple):
+    """A record checked and encoded before the session lock is taken.
+
+    Everything but the head (``id``, ``kind``, ``session``, ``created_at``) is encoded once,
+    outside the lock; ``Store._write`` stamps the id and the time under the lock and writes
+    ``{head,body``. The bytes are those ``encode_record`` gives for the whole record, with
+    the head keys first.
+    """
+
+    kind: str
+    body: bytes  # b"}\n", or b',"role":...}\n': the members after the head, and the newline
+    id: str | None  # None: a new id is given under the lock
+    at_us: int | None  # None: stamped with the time of the write
+    fields: JSONDict  # the body as it reads back: what readers of the bytes will see
+
+
+def draft(
+    kind: str,
+    session_json: bytes,
+    fields: Mapping[str, Any],
+    *,
+    at_us: int | None = None,
+    rid: str | None = None,
+) -> Draft:
+    """Encode ``fields`` (no head keys) as the body of a ``kind`` record; refuse what cannot be
+    stored (lone surrogates, integers over 64 bits, a record over ``MAX_RECORD_BYTES``)."""
+    rest = _encode(fields)
+    body = b"}\n" if len(rest) == 3 else b"," + rest[1:]
+    size = _HEAD_FRAME + _ID_LEN + len(kind) + len(session_json) + _STAMP_LEN + len(body)
+    if size > MAX_RECORD_BYTES:
+        _too_large(size)
+    return Draft(kind, body, rid, at_us, orjson.loads(rest))
+
+
+def draft_record(record: Mapping[str, Any], session_json: bytes) -> Draft:
+    """The draft of a whole record dict (``id`` and ``created_at`` may be None: given later)."""
+    at = record.get("created_at")
+    return draft(
+        record["kind"],
+        session_json,
+        {k: v for k, v in record.items() if k not in HEAD},
+        at_us=None if at is None else parse_us(at),
+        rid=record.get("id"),
+    )
+
+
+def message_draft(
+    session_json: bytes, role: object, content: object, metadata: object, at_us: int | None
+) -> Draft:
+    """A new message, checked and encoded: the append path, so the common case is made cheap.
+
+    Text content is encoded and never decoded (a string reads back as itself). Metadata is
+    encoded on its own and checked by what survives the round trip: if decoding gives the
+    same value back and its bytes hold too few brackets to nest deeper than ``MAX_DEPTH``, it
+    is stored faithfully. Anything else (NaN, a datetime, a non-string key, an object orjson
+    cannot encode) takes the full check, which names what is wrong.
+    """
+    fields: JSONDict = {"role": check_role(role)}
+    text = type(content) is str
+    fields["content"] = content if text else check_content(content)
+    rest = _encode(fields)
+    if not text:
+        fields["content"] = orjson.loads(rest)["content"]  # a copy: parts are mutable
+    if metadata is not None:
+        if type(metadata) is not dict:
+            metadata = check_metadata(metadata)
+        if metadata:
+            try:
+                meta = orjson.dumps(metadata)
+                back = orjson.loads(meta)
+                faithful = back == metadata and meta.count(b"{") + meta.count(b"[") <= MAX_DEPTH
+            except TypeError:
+                faithful = False
+            if not faithful:
+                metadata = check_metadata(metadata)  # raises, saying why, unless a tuple
+                meta = _encode(metadata)[:-1]
+                back = orjson.loads(meta)
+            rest = b"".join((rest[:-2], b',"metadata":', meta, b"}\n"))
+            fields["metadata"] = back
+    body = b"," + rest[1:]
+    size = _HEAD_FRAME + _ID_LEN + 7 + len(session_json) + _STAMP_LEN + len(body)
+    if size > MAX_RECORD_BYTES:
+        _too_large(size)
+    return Draft("message", body, None, at_us, fields)
+
+
+def _encode(value: Mapping[str, Any]) -> bytes:
     try:
-        data = orjson.dumps(record, option=_APPEND_NEWLINE)
+        return orjson.dumps(value, option=_APPEND_NEWLINE)
     except TypeError as e:  # orjson.JSONEncodeError is a TypeError
         reason = "a lone surrogate, which is not valid Unicode" if "UTF-8" in str(e) else str(e)
         raise InvalidContent(f"record cannot be stored as JSON: it holds {reason}") from None
-    if len(data) > MAX_RECORD_BYTES:
-        raise InvalidContent(
-            f"a record of {len(data):,} bytes is over the {MAX_RECORD_BYTES:,}-byte limit; "
-            "store large payloads as files and reference them from an image or text part"
-        )
-    return data
+
+
+def _too_large(size: int) -> NoReturn:
+    raise InvalidContent(
+        f"a record of {size:,} bytes is over the {MAX_RECORD_BYTES:,}-byte limit; "
+        "store large payloads as files and reference them from an image or text part"
+    )
 
 
 def blob_hash(value: object) -> tuple[str, str]:

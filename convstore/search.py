@@ -19,12 +19,14 @@ fields. A colon after any other word is read as punctuation (chat text is full o
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import re
 import shutil
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +36,18 @@ from .catalog import CacheInvalid, Row
 from .errors import QueryError
 from .ids import to_us
 
-SCHEMA_FIELDS = ("text", "id", "session", "user", "org", "role", "title", "created_at")
+SCHEMA_FIELDS = (
+    "text",
+    "id",
+    "session",
+    "user",
+    "org",
+    "role",
+    "title",
+    "month",
+    "day",
+    "created_at",
+)
 QUERY_FIELDS = frozenset({"text", "role", "session", "user", "org"})
 # Marks around the matched words of a snippet: plain characters, not HTML and not ANSI colours,
 # so a snippet is the message's own text (nothing escaped) that any caller can restyle: the CLI
@@ -51,7 +64,14 @@ def build_schema() -> tantivy.Schema:
     # (a session's title is copied into its documents, like its user and org).
     for name in ("id", "session", "user", "org", "role", "title"):
         sb.add_text_field(name, stored=True, tokenizer_name="raw", index_option="basic")
-    sb.add_integer_field("created_at", stored=False, indexed=True, fast=True)
+    # The UTC month and day of a message as terms: a date filter is mostly whole days and
+    # months, and intersecting a posting list costs a fifth of a fast-field range over the
+    # same documents (measured at a million messages: 0.6 ms against 3.1 for one month).
+    for name in ("month", "day"):
+        sb.add_text_field(name, stored=False, tokenizer_name="raw", index_option="basic")
+    # A fast field only (no terms): it orders hits by time and cuts the partial days at the
+    # ends of a window; indexing it too would cost 18 bytes per message for nothing.
+    sb.add_integer_field("created_at", stored=False, indexed=False, fast=True)
     return sb.build()
 
 
@@ -236,16 +256,54 @@ class SearchIndex:
             if value is not None:
                 out.append(tantivy.Query.term_query(self.schema, name, value))
         if since_us is not None or until_us is not None:
-            out.append(
-                tantivy.Query.range_query(
-                    self.schema,
-                    "created_at",
-                    tantivy.FieldType.Integer,
-                    since_us if since_us is not None else -(2**63),
-                    until_us - 1 if until_us is not None else 2**63 - 1,
+            out.append(self.window(since_us, until_us))
+        return out
+
+    def window(self, since_us: int | None, until_us: int | None) -> tantivy.Query:
+        """Documents created in ``[since_us, until_us)``: whole months and days of the window
+        as terms, the partial days at its ends cut by the fast field."""
+        schema = self.schema
+
+        def cut(lo: int | None, hi: int | None) -> tantivy.Query:
+            return tantivy.Query.range_query(
+                schema,
+                "created_at",
+                tantivy.FieldType.Integer,
+                lo,
+                None if hi is None else hi - 1,
+            )
+
+        if since_us is not None and until_us is not None and until_us <= since_us:
+            return tantivy.Query.empty_query()
+        tail, end = None, until_us
+        if since_us is not None and until_us is None:
+            # "Since 7d": buckets up to the end of tomorrow (UTC), and the fast field for
+            # anything dated later, which costs nothing when no document is (tantivy checks
+            # the column's bounds first).
+            horizon = (max(time.time_ns() // 1000, since_us) // _DAY_US + 2) * _DAY_US
+            tail, end = cut(horizon, None), horizon
+        if since_us is None or end is None or end - since_us > _MAX_BUCKETED_US:
+            # Open below (or a window of a century): a fast-field range, a scan of the column.
+            return cut(since_us, until_us)
+        months, days, edges = buckets(since_us, end)
+        parts: list[tuple[tantivy.Occur, tantivy.Query]] = []
+        if months:
+            parts.append((_SHOULD, tantivy.Query.term_set_query(schema, "month", months)))
+        if days:
+            parts.append((_SHOULD, tantivy.Query.term_set_query(schema, "day", days)))
+        for day in edges:
+            day_query = tantivy.Query.term_query(schema, "day", day)
+            parts.append(
+                (
+                    _SHOULD,
+                    tantivy.Query.boolean_query([(_MUST, day_query), (_MUST, cut(since_us, end))]),
                 )
             )
-        return out
+        if tail is not None:
+            parts.append((_SHOULD, tail))
+        # A filter must not move the BM25 scores of what it lets through (a term's score
+        # differs between a month and a day term): every part scores zero.
+        return tantivy.Query.const_score_query(tantivy.Query.boolean_query(parts), 0.0)
 
     def top(
         self, query: tantivy.Query, filters: list[tantivy.Query], limit: int, newest: bool
@@ -298,6 +356,53 @@ class Found:
     title: str | None
 
 
+_DAY_US = 86_400_000_000
+_MUST = tantivy.Occur.Must
+_SHOULD = tantivy.Occur.Should
+# Past this a window is matched by the fast field alone (terms for every month of a century
+# would cost more than the scan they save).
+_MAX_BUCKETED_US = 100 * 366 * _DAY_US
+
+
+@functools.lru_cache(maxsize=4096)
+def day_terms(day_number: int) -> tuple[str, str]:
+    """("YYYY-MM", "YYYY-MM-DD") of a UTC day, counted in days since 1970-01-01."""
+    d = _EPOCH_DAY + timedelta(days=day_number)
+    return f"{d.year:04d}-{d.month:02d}", f"{d.year:04d}-{d.month:02d}-{d.day:02d}"
+
+
+_EPOCH_DAY = date(1970, 1, 1)
+
+
+def buckets(since_us: int, until_us: int) -> tuple[list[str], list[str], list[str]]:
+    """Split ``[since_us, until_us)`` into whole UTC months, whole UTC days outside them, and
+    the days only partly inside it (whose documents the fast field must cut)."""
+    if until_us <= since_us:
+        return [], [], []
+    first, last = since_us // _DAY_US, (until_us - 1) // _DAY_US
+    edges = []
+    if since_us % _DAY_US:
+        edges.append(first)
+        first += 1
+    if until_us % _DAY_US and last >= first:
+        edges.append(last)
+        last -= 1
+    months: list[str] = []
+    days: list[str] = []
+    n = first
+    while n <= last:
+        d = _EPOCH_DAY + timedelta(days=n)
+        next_month = (d.replace(day=1) + timedelta(days=32)).replace(day=1)
+        month_last = (next_month - _EPOCH_DAY).days - 1
+        if d.day == 1 and month_last <= last:
+            months.append(day_terms(n)[0])
+            n = month_last + 1
+        else:
+            days.append(day_terms(n)[1])
+            n += 1
+    return months, days, [day_terms(e)[1] for e in dict.fromkeys(edges)]
+
+
 def document(row: Row, title: str | None) -> tantivy.Document:
     created = row["created_at"]
     return document_from(
@@ -333,6 +438,9 @@ def document_from(
         doc.add_text("org", org)
     if title is not None:
         doc.add_text("title", title)
+    month, day = day_terms(created_us // _DAY_US)
+    doc.add_text("month", month)
+    doc.add_text("day", day)
     doc.add_integer("created_at", created_us)
     return doc
 

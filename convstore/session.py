@@ -11,22 +11,25 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from .dates import When, parse_when
 from .errors import CheckpointNotFound, InvalidInput, MessageNotFound
-from .ids import format_us, from_us, is_record_id, parse_us, to_us
+from .ids import check_us, format_us, from_us, is_record_id, parse_us, to_us
 from .records import (
     Content,
+    Draft,
     JSONDict,
     Message,
     blob_hash,
     check_content,
     check_json,
     check_metadata,
-    check_role,
+    message_draft,
 )
 
 if TYPE_CHECKING:
-    from .store import Store
+    from .store import Store, Written
     from .view import Checkpoint, Key, SessionView
 
 _UNSET: Any = object()
@@ -68,6 +71,7 @@ class Session:
     def __init__(self, store: Store, session_id: str) -> None:
         self.store = store
         self.id = session_id
+        self._json = orjson.dumps(session_id)  # the id as it appears in each record's head
 
     def __repr__(self) -> str:
         return f"Session({self.id!r})"
@@ -174,45 +178,53 @@ class Session:
         created_at: datetime | str | None = None,
     ) -> Message:
         """Append one message; with the default durability it is on disk when this returns."""
-        record = _message_record(self.id, role, content, metadata, created_at)
-        (at,) = self.store._write(self.id, [record])
-        return _written_message(record, at)
+        at = None if created_at is None else _at_us(created_at)
+        d = message_draft(self._json, role, content, metadata, at)
+        (w,) = self.store._write(self.id, [d])
+        return w.message or self._written(w)
 
     def extend(self, messages: Iterable[Mapping[str, Any] | Message]) -> list[Message]:
         """Append many messages as one frame: one lock, one write, one fsync. All or nothing."""
-        records: list[JSONDict] = []
+        drafts: list[Draft] = []
         for i, m in enumerate(messages):
-            if isinstance(m, Message):
-                item: Mapping[str, Any] = {
+            if type(m) is dict or (isinstance(m, Mapping) and not isinstance(m, Message)):
+                item: Mapping[str, Any] = m
+            elif isinstance(m, Message):
+                item = {
                     "role": m.role,
                     "content": m.content,
                     "metadata": m.metadata,
                     "created_at": m.created_at,
                 }
-            elif isinstance(m, Mapping):
-                item = m
             else:
                 raise InvalidInput(
                     f"messages[{i}] must be a dict or a Message, not {type(m).__name__}"
                 )
-            unknown = set(item) - {"role", "content", "metadata", "created_at"}
-            if unknown:
-                raise InvalidInput(f"messages[{i}] has unknown keys {sorted(unknown)}")
+            if not item.keys() <= _MESSAGE_KEYS:
+                unknown = sorted(set(item) - _MESSAGE_KEYS)
+                raise InvalidInput(f"messages[{i}] has unknown keys {unknown}")
             if "role" not in item or "content" not in item:
                 raise InvalidInput(f"messages[{i}] needs 'role' and 'content'")
-            records.append(
-                _message_record(
-                    self.id,
+            at = item.get("created_at")
+            drafts.append(
+                message_draft(
+                    self._json,
                     item["role"],
                     item["content"],
                     item.get("metadata"),
-                    item.get("created_at"),
+                    None if at is None else _at_us(at),
                 )
             )
-        if not records:
+        if not drafts:
             return []
-        times = self.store._write(self.id, records)
-        return [_written_message(r, at) for r, at in zip(records, times, strict=True)]
+        return [w.message or self._written(w) for w in self.store._write(self.id, drafts)]
+
+    def _written(self, w: Written) -> Message:
+        """The Message a message just written reads back as (when no view holds it)."""
+        f = w.fields
+        return Message(
+            w.id, self.id, f["role"], f["content"], f.get("metadata") or {}, from_us(w.at_us)
+        )
 
     def _ordered(self) -> list[Message]:
         return self.store._ordered(self.id)
@@ -538,48 +550,16 @@ def _check_label(value: Any, what: str, limit: int, *, required: bool = False) -
     return value
 
 
-def _message_record(
-    session_id: str,
-    role: str,
-    content: Content,
-    metadata: Mapping[str, Any] | None,
-    created_at: datetime | str | None,
-) -> JSONDict:
-    """The record of a new message; ``Store._write`` gives it its id (and time, if none)."""
-    role = check_role(role)
-    content = check_content(content)
-    meta = check_metadata(metadata)
-    if created_at is None:
-        at = None
-    elif isinstance(created_at, datetime):
-        at = format_us(to_us(created_at))
-    elif isinstance(created_at, str):
-        at = format_us(parse_us(created_at))
-    else:
-        raise InvalidInput(f"created_at must be a datetime or an ISO string, not {created_at!r}")
-    record: JSONDict = {
-        "id": None,
-        "kind": "message",
-        "session": session_id,
-        "created_at": at,
-        "role": role,
-        "content": content,
-    }
-    if meta:
-        record["metadata"] = meta
-    return record
+_MESSAGE_KEYS = frozenset(("role", "content", "metadata", "created_at"))
 
 
-def _written_message(record: JSONDict, at_us: int) -> Message:
-    """The Message a record reads back as, once ``_write`` has stamped it."""
-    return Message(
-        record["id"],
-        record["session"],
-        record["role"],
-        record["content"],
-        record.get("metadata") or {},
-        from_us(at_us),
-    )
+def _at_us(created_at: object) -> int:
+    """A caller's ``created_at`` (an aware or UTC datetime, or an ISO string) in microseconds."""
+    if isinstance(created_at, datetime):
+        return check_us(to_us(created_at))
+    if isinstance(created_at, str):
+        return parse_us(created_at)
+    raise InvalidInput(f"created_at must be a datetime or an ISO string, not {created_at!r}")
 
 
 def merge_ordered(parts: list[list[Message]]) -> list[Message]:

@@ -11,14 +11,16 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeVar
+
+import orjson
 
 from . import frames, layout
 from .dates import When, parse_range
 from .errors import InvalidInput, SessionExists, SessionNotFound
 from .ids import format_us, new_id, now_us, parse_us, to_us, validate_session_id
 from .locks import LockTable, SessionLock
-from .records import JSONDict, Message, check_metadata, encode_record
+from .records import Draft, JSONDict, Message, check_metadata, draft_record
 from .segments import DEFAULT_ROLL_BYTES, Appender
 from .session import Session, _check_label, merge_ordered
 from .view import Key, SessionView
@@ -40,6 +42,15 @@ T = TypeVar("T")
 # reads a whole large store (an export, a benchmark) does not keep all of it in memory.
 _VIEW_CACHE = 4096
 _VIEW_MESSAGES = 250_000
+
+
+class Written(NamedTuple):
+    """What ``Store._write`` wrote of one record."""
+
+    id: str
+    at_us: int
+    fields: JSONDict  # the record's members after its head, as they read back from the bytes
+    message: Message | None  # a new message as the session's view now holds it, if it does
 
 
 class Store:
@@ -475,40 +486,54 @@ class Store:
                 self._open_fds.discard(sid)
 
     def _write(
-        self, sid: str, records: list[JSONDict], *, allow_dropped: bool = False
-    ) -> list[int]:
+        self,
+        sid: str,
+        records: Sequence[JSONDict | Draft],
+        *,
+        allow_dropped: bool = False,
+    ) -> list[Written]:
         """Stamp ``records`` with ids and times, and append them as one frame.
 
-        Everything that can refuse the input is checked before the lock is taken, so a refusal
-        writes nothing. Ids and default times are given under the session lock, so that the
-        order of records in a session's files is also the order of their times: a reader
-        paging forward from a message it has seen never misses one written after it.
-        Returns each record's time in microseconds. Writing to a deleted session is refused
-        unless ``allow_dropped`` (retention writing tombstones for a deleted parent's messages
-        that a live branch still shows).
+        ``records`` are record dicts (``id`` and ``created_at`` may be None: given here, and
+        set in the dict) or new messages already checked and encoded
+        (``records.message_draft``). Everything that can refuse the input is checked and
+        encoded before the lock is taken, so a refusal writes nothing and the lock is held
+        only to stamp, frame and write. Ids and default times are given under the session
+        lock, so that the order of records in a session's files is also the order of their
+        times: a reader paging forward from a message it has seen never misses one written
+        after it. Writing to a deleted session is refused unless ``allow_dropped`` (retention
+        writing tombstones for a deleted parent's messages that a live branch still shows).
         """
-        for r in records:
-            encode_record(r)
+        sid_json = orjson.dumps(sid)
+        drafts = [r if isinstance(r, Draft) else draft_record(r, sid_json) for r in records]
         with self._locks.get(sid):
             view = self._views.get(sid)
             if view is not None and view.dropped is not None and not allow_dropped:
                 raise SessionNotFound(f"session {sid!r} was deleted; nothing was written")
-            times = []
-            for r in records:
-                stamp = now_us()
-                if r["id"] is None:
-                    r["id"] = new_id(stamp)
-                if r["created_at"] is None:
-                    r["created_at"] = format_us(stamp)
-                    times.append(stamp)
-                else:
-                    times.append(parse_us(r["created_at"]))
-            payload = b"".join([encode_record(r) for r in records])
+            # One clock reading and one read of the random source for the whole batch: each
+            # record gets the next microsecond, and 48 random bits for its id.
+            first = now_us(len(drafts))
+            noise = os.urandom(6 * len(drafts)).hex()
+            head = f'","session":{sid_json.decode()},"created_at":"'
+            lines: list[bytes] = []
+            stamps: list[tuple[str, int]] = []
+            for i, d in enumerate(drafts):
+                now = first + i
+                rid = d.id or f"{now & 0xFFFFFFFFFFFFFF:014x}{noise[12 * i : 12 * i + 12]}"
+                at = now if d.at_us is None else d.at_us
+                at_text = format_us(at)
+                line = f'{{"id":"{rid}","kind":"{d.kind}{head}{at_text}"'
+                lines.append(line.encode() + d.body)
+                stamps.append((rid, at))
+            payload = b"".join(lines)
             frame = frames.encode_frame(payload, self._compressor())
             appender = self._appender(sid)
             seq = appender.seq
             name, start, end = appender.append(frame, sync=self.sync == "always")
-            self._note_append(sid, name, start, end, payload)
+            for r, (rid, at) in zip(records, stamps, strict=True):
+                if not isinstance(r, Draft):
+                    r["id"], r["created_at"] = rid, format_us(at)
+            shown = self._note_append(sid, name, start, end, len(payload), records, drafts, stamps)
             rolled = appender.seq != seq and seq != 0
         if self.sync == "interval" and self._flusher is None:
             self._start_flusher()
@@ -517,25 +542,48 @@ class Store:
             from .compaction import on_segment_rolled
 
             on_segment_rolled(self, sid)
-        return times
+        return [
+            Written(rid, at, d.fields, m)
+            for (rid, at), d, m in zip(stamps, drafts, shown or [None] * len(drafts), strict=True)
+        ]
 
-    def _note_append(self, sid: str, name: str, start: int, end: int, payload: bytes) -> None:
+    def _note_append(
+        self,
+        sid: str,
+        name: str,
+        start: int,
+        end: int,
+        raw: int,
+        records: Sequence[JSONDict | Draft],
+        drafts: list[Draft],
+        stamps: list[tuple[str, int]],
+    ) -> list[Message | None] | None:
         """Apply our own append to the cached view, when the view had read up to it.
 
-        The records are decoded from the bytes written, not taken from the caller, whose
-        objects it may still change.
+        New messages (drafts) were checked before they were written and have fresh ids: they
+        go in the short way, and the Message the view now holds is returned, to be shared
+        with the caller (None for other records; None for all if the view was not updated).
+        Other records are replayed as a reader would from the bytes written, never from the
+        caller's objects, which the caller may still change.
         """
         with self._guard:
             view = self._views.get(sid)
         if view is None:
-            return
+            return None
         with self._view_lock(sid):
-            if view.hot_offsets.get(name) == start and not view._stale:
-                for r in frames.decode_records(payload):
-                    view.apply(r)
-                view.hot_offsets[name] = end
-                view.raw_bytes += len(payload)
-                view.version += 1
+            if view.hot_offsets.get(name) != start or view._stale:
+                return None
+            shown: list[Message | None] = []
+            for r, d, (rid, at) in zip(records, drafts, stamps, strict=True):
+                if isinstance(r, Draft):
+                    shown.append(view.add_new_message(rid, at, d.fields))
+                else:
+                    view.apply({**r, **d.fields})
+                    shown.append(None)
+            view.hot_offsets[name] = end
+            view.raw_bytes += raw
+            view.version += 1
+            return shown
 
     # -- checking ------------------------------------------------------------------------------
 

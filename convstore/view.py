@@ -326,7 +326,9 @@ class SessionView:
             if old_w is None or old_w[0][1] < rid:
                 per_task[task] = (key, r)
 
-    def add_new_message(self, mid: str, at_us: int, fields: dict[str, Any]) -> Message:
+    def add_new_message(
+        self, mid: str, at_us: int, fields: dict[str, Any], when: datetime | None
+    ) -> Message:
         """Put a message this process has just written, with a fresh id, after checking it
         (``Store._write``): it skips the checks and the merging a record read from disk gets,
         since a fresh id cannot be deleted, edited or here already."""
@@ -341,7 +343,7 @@ class SessionView:
             fields["role"],
             fields["content"],
             fields.get("metadata") or {},
-            from_us(at_us),
+            from_us(at_us) if when is None else when,
         )
         self._put(msg, key, "")
         return msg

@@ -5,10 +5,11 @@ For each session, holding the clone's compaction lock (``.cache/locks/compaction
 1. Under the session lock, only long enough to write an end marker, this clone's current hot
    segment is closed (``Appender.close_segment``). Appends from any process move on to the next
    sequence number; they never wait for the rest of the compaction.
-2. Without the lock, the session's files are read. Sealable input: this clone's closed hot
-   segments and every sealed file. Context: every other hot segment (other clones' segments,
-   our own current one). Context records only inform decisions; those files are never rewritten
-   or deleted here, because another clone owns them (or an appender is still writing them).
+2. Without the lock, the session's files are read. Sealable input: every closed hot segment
+   (any clone's: an end marker makes a segment final) and every sealed file. Context: every
+   other hot segment (open segments of other clones, our own current one). Context records
+   only inform decisions; those files are never rewritten or deleted here, because their
+   writer may still append to them.
 3. The sealable records are purged (:func:`purge`): deleted messages and their edits go, the
    newest edit is folded into its message, checkpoints removed by a ``cp_delete`` go, duplicate
    blobs go; a dropped session keeps only its bare ``session`` and ``drop`` records, and the
@@ -271,7 +272,7 @@ class _HeldLock:
 class _Inputs:
     sealable: list[Record] = field(default_factory=list)
     context: list[Record] = field(default_factory=list)
-    hot: list[Path] = field(default_factory=list)  # own closed hot segments, deleted at the end
+    hot: list[Path] = field(default_factory=list)  # closed hot segments, deleted at the end
     sealed: list[Path] = field(default_factory=list)  # sealed files, deleted at the end
     other_hot: int = 0  # hot segments read as context only
     problem: str | None = None
@@ -295,7 +296,7 @@ def _compact_session(store: Store, sid: str, lineage: _Lineage) -> SessionCompac
             _forget_removed_segment(appender)
             appender.close_segment()
         names = os.listdir(folder)
-    inputs = _read_inputs(folder, names, writer)
+    inputs = _read_inputs(folder, names)
     if inputs.problem is not None:
         result.skipped = f"not compacted: {inputs.problem}; run `convstore check`"
         return result
@@ -360,7 +361,7 @@ def _is_dropped(inputs: _Inputs) -> bool:
     return any(r.get("kind") == "drop" for r in _chain(inputs.sealable, inputs.context))
 
 
-def _read_inputs(folder: Path, names: list[str], writer: str) -> _Inputs:
+def _read_inputs(folder: Path, names: list[str]) -> _Inputs:
     """Read a session's files, sorting them into what may be sealed and what is context."""
     inputs = _Inputs()
     sid = folder.name
@@ -390,9 +391,13 @@ def _read_inputs(folder: Path, names: list[str], writer: str) -> _Inputs:
                 inputs.problem = f"{path} holds a frame that does not decode ({e})"
                 return inputs
             damaged = [d for d in scan.damage if not d.torn]
-            # Only a closed segment of ours is final: nobody appends after an end marker.
-            # A damaged one stays where it is, for check() to report and a human to restore.
-            if _owner(name) == writer and scan.closed and not damaged:
+            # A closed segment is final, whichever clone wrote it: nobody appends after an end
+            # marker, so its owner never changes it again, and a clone that seals and deletes
+            # it cannot meet a change to it in a git merge (a deletion on both sides, or on
+            # one side of an unchanged file, merges cleanly). That is what lets a retired
+            # clone's closed segments be sealed by the clones that remain. A damaged one stays
+            # where it is, for check() to report and a human to restore.
+            if scan.closed and not damaged:
                 inputs.hot.append(path)
                 inputs.sealable.extend(records)
             else:

@@ -303,3 +303,41 @@ class TestSyncCommand:
         assert done.returncode == 0, done.stderr
         body = json.loads(done.stdout)
         assert body["committed"] and body["pushed"] and body["remote"] == "origin/main"
+
+
+class TestARetiredClone:
+    def test_its_closed_segments_are_sealed_by_a_clone_that_remains_with_no_conflict(
+        self, pair: tuple[Clone, Clone]
+    ) -> None:
+        a, b = pair
+        b.store.close()
+        # B writes enough for its segments to roll (closed by an end marker), without sealing
+        # them itself, syncs, and is never used again.
+        retired = Store(b.path, roll_bytes=2048, auto_compact=False)
+        shared = retired.session("shared")
+        for i in range(40):
+            shared.append("user", f"from-b-{i} " + "x" * 100)
+        retired.close()
+        git_sync(b)
+        git_sync(a)
+        folder = a.path / "sessions" / "shared"
+        b_hot = sorted(folder.glob(f"hot.{retired.writer_id}.*"))
+        closed = [p for p in b_hot if frames.scan(p.read_bytes(), decompress=False).closed]
+        assert len(closed) >= 2, "B's segments did not roll"
+        before = a.messages("shared")
+
+        a.store.compact("shared")
+        for path in closed:
+            assert not path.exists(), f"{path.name} was not sealed"
+        # B's current segment may still take appends: it is read, never touched.
+        assert [p for p in b_hot if p not in closed and p.exists()]
+        assert a.messages("shared") == before
+        git_sync(a)
+
+        # B comes back after all: its pull deletes the sealed segments it never changed again.
+        b2 = Clone("b", b.path, Store(b.path))
+        git_sync(b2)
+        assert not git(b.path, "ls-files", "--unmerged")
+        assert b2.messages("shared") == before
+        assert b2.store.check().ok, str(b2.store.check())
+        b2.store.close()

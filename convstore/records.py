@@ -36,7 +36,7 @@ from typing import Any, NamedTuple, NoReturn
 import orjson
 
 from .errors import InvalidContent, InvalidInput, InvalidRole
-from .ids import parse_us, validate_session_id
+from .ids import from_us, parse_us, validate_session_id
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
 _ROLE_SET = frozenset(ROLES)
@@ -268,11 +268,7 @@ def draft(
     """Encode ``fields`` (no head keys) as the body of a ``kind`` record; refuse what cannot be
     stored (lone surrogates, integers over 64 bits, a record over ``MAX_RECORD_BYTES``)."""
     rest = _encode(fields)
-    body = b"}\n" if len(rest) == 3 else b"," + rest[1:]
-    size = _HEAD_FRAME + _ID_LEN + len(kind) + len(session_json) + _STAMP_LEN + len(body)
-    if size > MAX_RECORD_BYTES:
-        _too_large(size)
-    return Draft(kind, body, rid, at_us, orjson.loads(rest))
+    return Draft(kind, _body(kind, session_json, rest), rid, at_us, orjson.loads(rest))
 
 
 def draft_record(record: Mapping[str, Any], session_json: bytes) -> Draft:
@@ -325,11 +321,31 @@ def message_draft(
                 back = orjson.loads(meta)
             rest = b"".join((rest[:-2], b',"metadata":', meta, b"}\n"))
             fields["metadata"] = back
-    body = b"," + rest[1:]
-    size = _HEAD_FRAME + _ID_LEN + 7 + len(session_json) + _STAMP_LEN + len(body)
+    return Draft("message", _body("message", session_json, rest), None, at_us, fields, when)
+
+
+def _body(kind: str, session_json: bytes, rest: bytes) -> bytes:
+    """A draft's body from its other members encoded as an object (``{...}\n``); refuses a
+    record that would be over ``MAX_RECORD_BYTES`` with its head."""
+    body = b"}\n" if len(rest) == 3 else b"," + rest[1:]
+    size = _HEAD_FRAME + _ID_LEN + len(kind) + len(session_json) + _STAMP_LEN + len(body)
     if size > MAX_RECORD_BYTES:
         _too_large(size)
-    return Draft("message", body, None, at_us, fields, when)
+    return body
+
+
+def new_message(
+    mid: str, session_id: str, fields: JSONDict, at_us: int, when: datetime | None = None
+) -> Message:
+    """The Message of a message record just written (its members after the head: ``fields``)."""
+    return Message(
+        mid,
+        session_id,
+        fields["role"],
+        fields["content"],
+        fields.get("metadata") or {},
+        from_us(at_us) if when is None else when,
+    )
 
 
 def _encode(value: Mapping[str, Any]) -> bytes:

@@ -26,10 +26,11 @@ from .records import (
     check_json,
     check_metadata,
     message_draft,
+    new_message,
 )
 
 if TYPE_CHECKING:
-    from .store import Store, Written
+    from .store import Store
     from .view import Checkpoint, Key, SessionView
 
 _UNSET: Any = object()
@@ -180,7 +181,7 @@ class Session:
         """Append one message; with the default durability it is on disk when this returns."""
         d = message_draft(self._json, role, content, metadata, *_when(created_at))
         (w,) = self.store._write(self.id, [d])
-        return w.message or self._written(w)
+        return w.message or new_message(w.id, self.id, w.fields, w.at_us)
 
     def extend(self, messages: Iterable[Mapping[str, Any] | Message]) -> list[Message]:
         """Append many messages as one frame: one lock, one write, one fsync. All or nothing."""
@@ -215,14 +216,10 @@ class Session:
             )
         if not drafts:
             return []
-        return [w.message or self._written(w) for w in self.store._write(self.id, drafts)]
-
-    def _written(self, w: Written) -> Message:
-        """The Message a message just written reads back as (when no view holds it)."""
-        f = w.fields
-        return Message(
-            w.id, self.id, f["role"], f["content"], f.get("metadata") or {}, from_us(w.at_us)
-        )
+        return [
+            w.message or new_message(w.id, self.id, w.fields, w.at_us)
+            for w in self.store._write(self.id, drafts)
+        ]
 
     def _ordered(self) -> list[Message]:
         return self.store._ordered(self.id)

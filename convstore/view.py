@@ -33,7 +33,7 @@ from . import frames
 from .errors import ConvstoreError, CorruptData, InvalidDate
 from .ids import from_us, parse_us
 from .layout import HOT_RE, SEALED_RE
-from .records import Message, record_problem
+from .records import Message, new_message, record_problem
 from .sealed import read_sealed
 
 Key = tuple[int, str]
@@ -337,14 +337,7 @@ class SessionView:
             self.first_key = key
         if at_us > self.last_us:
             self.last_us = at_us
-        msg = Message(
-            mid,
-            self.session_id,
-            fields["role"],
-            fields["content"],
-            fields.get("metadata") or {},
-            from_us(at_us) if when is None else when,
-        )
+        msg = new_message(mid, self.session_id, fields, at_us, when)
         self._put(msg, key, "")
         return msg
 

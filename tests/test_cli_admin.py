@@ -121,3 +121,6 @@ class TestDemo:
         assert "Try next:" in text
         for name in SAMPLE_FILES:
             assert name in commands[0]
+        # The introduction wraps inside its box when piped instead of being cut at its edge.
+        intro = " ".join(line.strip("│ ") for line in text.split("╰")[0].splitlines())
+        assert "so you can run it again yourself." in intro

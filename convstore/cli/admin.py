@@ -170,7 +170,8 @@ def demo(
             ),
             expand=False,
             width=min(console.width, 100),
-        )
+        ),
+        soft_wrap=False,  # the console's default keeps lines whole; this text must wrap
     )
     run = _runner()
     _run_step(run, tour.import_step(folder), shown)

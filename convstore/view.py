@@ -185,6 +185,14 @@ class SessionView:
             self._new_sealed = True
         for name in hot:
             if name not in self.hot_offsets:
+                # The inode is taken now, not when bytes are first read: a segment may stay
+                # empty (compaction and rolls open the next one at once), and the inode is what
+                # tells a later look (this view's, or the catalog's recorded position) that the
+                # name still holds the same file.
+                try:
+                    self.inodes[name] = os.stat(self.folder / name).st_ino
+                except FileNotFoundError:
+                    return True
                 self.hot_offsets[name] = 0
         return False
 

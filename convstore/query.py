@@ -42,7 +42,7 @@ from .catalog import (
 from .dates import When, parse_range
 from .errors import ConvstoreError, InvalidInput, LockTimeout, QueryError
 from .ids import from_us
-from .ingest import Views, collect, load_positions, plan, session_names
+from .ingest import Update, Views, collect, load_positions, plan, session_names
 from .inotify import FULL_SCAN_EVERY, FolderWatch
 from .locks import store_lock
 from .rebuild import build
@@ -65,6 +65,10 @@ __all__ = ["QueryLayer", "QueryResult", "SearchHit", "Stats"]
 # A cold build of a million messages takes about a minute; a process that needs the catalog
 # while another builds it waits for that build rather than building a second one.
 REFRESH_TIMEOUT = 900.0
+# A refresh looks at this many session folders at a time, and publishes what it has read once
+# the changed sessions' views hold this many messages: memory stays bounded however much changed.
+_COLLECT_SESSIONS = 256
+_PUBLISH_MESSAGES = 50_000
 MAX_LIMIT = 10_000
 _ALLOWED = frozenset({"SELECT", "EXPLAIN"})
 
@@ -326,34 +330,36 @@ class QueryLayer:
                 self._watch_all(names)
             else:
                 names = only
-            updates, settled = collect(
-                self.sessions_dir, positions, self._views, names, everything=only is None
-            )
-            changes = plan(catalog, updates, settled)
-            stale = self._verified_stale(catalog)
-            manifest = catalog.manifest
-            assert manifest is not None
-            opstamp = manifest.index_opstamp
-            if changes.index or stale:
-                # The searcher reloads lazily, at the next search (a reload after a commit
-                # opens the new segment files, ~10 ms, and a refresh may be all we do).
-                opstamp = index.apply(
-                    changes.index.add,
-                    changes.index.delete | stale,
-                    changes.index.delete_sessions,
+            # Changed sessions are read, planned and published a bounded batch at a time:
+            # when most of a large store changed at once (a compaction, a big pull), holding
+            # every replayed view and every planned row until the end took gigabytes.
+            files_gone = False
+            pending: list[Update] = []
+            settled: set[str] = set()
+            held = 0
+            for start in range(0, len(names), _COLLECT_SESSIONS):
+                got, now_settled = collect(
+                    self.sessions_dir,
+                    positions,
+                    self._views,
+                    names[start : start + _COLLECT_SESSIONS],
+                    everything=False,
                 )
-                self._index_opstamp = opstamp
-                self._reload_index = True
-            if any(changes.tables.values()):
-                catalog.publish(changes.tables, opstamp, changes.content_removed)
-            elif opstamp != manifest.index_opstamp:
-                catalog.set_index_opstamp(opstamp)
-            for u in updates:
-                if u.view is not None:
-                    u.view.ingested()
+                pending += got
+                settled |= now_settled
+                held += sum(len(u.view.messages) for u in got if u.view is not None)
+                if held >= _PUBLISH_MESSAGES:
+                    files_gone |= self._publish(catalog, index, pending, settled, set())
+                    pending, settled, held = [], set(), 0
+            if only is None:
+                present = set(names)
+                pending += [Update(sid, None) for sid in positions if sid not in present]
+            files_gone |= self._publish(
+                catalog, index, pending, settled, self._verified_stale(catalog)
+            )
             self._stale.clear()
             assert catalog.manifest is not None
-            if changes.files_gone and catalog.manifest.purge_debt:
+            if files_gone and catalog.manifest.purge_debt:
                 # Compaction or prune took text out of the segments that the cache still
                 # holds (in the base file, the parts, the index's postings): rewrite both.
                 self._rebuild_index(rewrite=True)
@@ -365,6 +371,39 @@ class QueryLayer:
                 self._dirty.clear()
             else:
                 self._dirty.difference_update(only)
+
+    def _publish(
+        self,
+        catalog: Catalog,
+        index: SearchIndex,
+        updates: list[Update],
+        settled: set[str],
+        stale: set[str],
+    ) -> bool:
+        """Bring the catalog and the index up to date with ``updates``; True if a segment the
+        catalog had read is gone, shrank or was replaced."""
+        changes = plan(catalog, updates, settled)
+        manifest = catalog.manifest
+        assert manifest is not None
+        opstamp = manifest.index_opstamp
+        if changes.index or stale:
+            # The searcher reloads lazily, at the next search (a reload after a commit
+            # opens the new segment files, ~10 ms, and a refresh may be all we do).
+            opstamp = index.apply(
+                changes.index.add,
+                changes.index.delete | stale,
+                changes.index.delete_sessions,
+            )
+            self._index_opstamp = opstamp
+            self._reload_index = True
+        if any(changes.tables.values()):
+            catalog.publish(changes.tables, opstamp, changes.content_removed)
+        elif opstamp != manifest.index_opstamp:
+            catalog.set_index_opstamp(opstamp)
+        for u in updates:
+            if u.view is not None:
+                u.view.ingested()
+        return changes.files_gone
 
     def _verified_stale(self, catalog: Catalog) -> set[str]:
         """Index documents a search found without a catalog row, still without one now."""

@@ -188,11 +188,9 @@ class SessionView:
                 # The inode is taken now, not when bytes are first read: a segment may stay
                 # empty (compaction and rolls open the next one at once), and the inode is what
                 # tells a later look (this view's, or the catalog's recorded position) that the
-                # name still holds the same file.
-                try:
-                    self.inodes[name] = os.stat(self.folder / name).st_ino
-                except FileNotFoundError:
-                    return True
+                # name still holds the same file. Gone since the listing: FileNotFoundError,
+                # and refresh() starts over, as for any file that vanishes mid-read.
+                self.inodes[name] = os.stat(self.folder / name).st_ino
                 self.hot_offsets[name] = 0
         return False
 

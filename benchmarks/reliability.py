@@ -649,6 +649,8 @@ def damage(path: Path, how: str, rng: random.Random) -> tuple[int, int]:
     junk = rng.randbytes(size)
     if how == "overwrite garbage":
         end = min(n, at + size)
+        while junk[: end - at] == data[at:end]:  # a damage must change a byte (1 in 256 for 1)
+            junk = rng.randbytes(size)
         data[at:end] = junk[: end - at]
         path.write_bytes(bytes(data))
         return at, end
@@ -659,7 +661,12 @@ def damage(path: Path, how: str, rng: random.Random) -> tuple[int, int]:
         path.write_bytes(bytes(data) + junk)
         return n, n
     if how == "zero range":
+        if not any(data):
+            raise ValueError(f"{path} holds only zero bytes: zeroing cannot damage it")
         end = min(n, at + size)
+        while not any(data[at:end]):  # already zero there: zeroing would change nothing
+            at = rng.randrange(n)
+            end = min(n, at + size)
         data[at:end] = bytes(end - at)
         path.write_bytes(bytes(data))
         return at, end

@@ -52,8 +52,17 @@ def now_us(count: int = 1) -> int:
 
 def new_id(at_us: int | None = None) -> str:
     """A fresh record id: time-sortable, 26 lowercase hex characters."""
-    t = now_us() if at_us is None else at_us
-    return f"{t & 0xFFFFFFFFFFFFFF:014x}{os.urandom(6).hex()}"
+    return new_ids(now_us() if at_us is None else at_us, 1)[0]
+
+
+def new_ids(first_us: int, count: int) -> list[str]:
+    """Fresh ids for ``count`` consecutive microseconds from ``first_us`` (a batch's records,
+    after ``now_us(count)``), with one read of the random source for all of them."""
+    noise = os.urandom(6 * count).hex()
+    return [
+        f"{(first_us + i) & 0xFFFFFFFFFFFFFF:014x}{noise[12 * i : 12 * i + 12]}"
+        for i in range(count)
+    ]
 
 
 def is_record_id(value: str) -> bool:

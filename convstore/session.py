@@ -187,7 +187,7 @@ class Session:
         """Append many messages as one frame: one lock, one write, one fsync. All or nothing."""
         drafts: list[Draft] = []
         for i, m in enumerate(messages):
-            if type(m) is dict or (isinstance(m, Mapping) and not isinstance(m, Message)):
+            if type(m) is dict or isinstance(m, Mapping):  # the exact check first: it is cheap
                 item: Mapping[str, Any] = m
             elif isinstance(m, Message):
                 item = {

@@ -18,7 +18,7 @@ import orjson
 from . import frames, layout
 from .dates import When, parse_range
 from .errors import InvalidInput, SessionExists, SessionNotFound
-from .ids import format_us, new_id, now_us, parse_us, to_us, validate_session_id
+from .ids import format_us, new_id, new_ids, now_us, parse_us, to_us, validate_session_id
 from .locks import LockTable, SessionLock
 from .records import Draft, JSONDict, Message, check_metadata, draft_record
 from .segments import DEFAULT_ROLL_BYTES, Appender
@@ -513,26 +513,27 @@ class Store:
             # One clock reading and one read of the random source for the whole batch: each
             # record gets the next microsecond, and 48 random bits for its id.
             first = now_us(len(drafts))
-            noise = os.urandom(6 * len(drafts)).hex()
+            fresh = new_ids(first, len(drafts))
             head = f'","session":{sid_json.decode()},"created_at":"'
             lines: list[bytes] = []
             stamps: list[tuple[str, int]] = []
+            texts: list[str] = []
             for i, d in enumerate(drafts):
-                now = first + i
-                rid = d.id or f"{now & 0xFFFFFFFFFFFFFF:014x}{noise[12 * i : 12 * i + 12]}"
-                at = now if d.at_us is None else d.at_us
+                rid = d.id or fresh[i]
+                at = first + i if d.at_us is None else d.at_us
                 at_text = format_us(at)
                 line = f'{{"id":"{rid}","kind":"{d.kind}{head}{at_text}"'
                 lines.append(line.encode() + d.body)
                 stamps.append((rid, at))
+                texts.append(at_text)
             payload = b"".join(lines)
             frame = frames.encode_frame(payload, self._compressor())
             appender = self._appender(sid)
             seq = appender.seq
             name, start, end = appender.append(frame, sync=self.sync == "always")
-            for r, (rid, at) in zip(records, stamps, strict=True):
+            for r, (rid, _), at_text in zip(records, stamps, texts, strict=True):
                 if not isinstance(r, Draft):
-                    r["id"], r["created_at"] = rid, format_us(at)
+                    r["id"], r["created_at"] = rid, at_text
             shown = self._note_append(sid, name, start, end, len(payload), records, drafts, stamps)
             rolled = appender.seq != seq and seq != 0
         if self.sync == "interval" and self._flusher is None:

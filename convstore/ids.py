@@ -46,7 +46,7 @@ def now_us(count: int = 1) -> int:
         t = time.time_ns() // 1000
         if t <= _last_us:
             t = _last_us + 1
-        _last_us = t + count - 1
+        _last_us = t + max(count, 1) - 1
         return t
 
 

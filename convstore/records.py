@@ -39,7 +39,7 @@ from .errors import InvalidContent, InvalidInput, InvalidRole
 from .ids import from_us, parse_us, validate_session_id
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
-_ROLE_SET = frozenset(ROLES)
+_ROLE_OF: dict[object, str] = {r: r for r in ROLES}  # a str Enum member finds its value
 PART_TYPES = ("text", "image", "tool_call", "tool_result")
 KINDS = (
     "session",
@@ -67,11 +67,23 @@ JSONDict = dict[str, Any]
 # measured here), which is most of the CPU an append spends. It refuses lone surrogates as we
 # want; NaN and infinity, which it would turn into null, are refused earlier by check_json.
 _APPEND_NEWLINE = orjson.OPT_APPEND_NEWLINE
+_EXACT_ONLY = (
+    orjson.OPT_PASSTHROUGH_SUBCLASS
+    | orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_DATACLASS
+)
 
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    """One message of a session, as the current view shows it (edits applied)."""
+    """One message of a session, as the current view shows it (edits applied).
+
+    Messages are shared with the session's in-memory view: the ones ``append``, ``extend``,
+    ``get``, ``messages`` and ``recent`` return are the view's own, not copies (copying every
+    read would cost more than the read). Treat ``content`` and ``metadata`` as read-only;
+    change a message with ``Session.edit``. Changing them in place changes what this process
+    shows until the session is read again, never what is stored.
+    """
 
     id: str
     session_id: str
@@ -122,9 +134,14 @@ def content_text(content: Content) -> str:
 
 
 def check_role(role: object) -> str:
-    if role not in _ROLE_SET:
+    """The role as the plain string it is stored as (a str Enum member gives its value)."""
+    try:
+        canonical = _ROLE_OF.get(role)
+    except TypeError:  # unhashable
+        canonical = None
+    if canonical is None or not isinstance(role, str):
         raise InvalidRole(f"role {role!r} is not one of {', '.join(ROLES)}")
-    return role  # type: ignore[return-value,unused-ignore]
+    return canonical
 
 
 def check_content(content: object) -> Content:
@@ -310,10 +327,12 @@ def message_draft(
             metadata = check_metadata(metadata)
         if metadata:
             try:
-                meta = orjson.dumps(metadata)
+                # Subclasses (a dict with its own __eq__ could make the comparison below pass
+                # over a NaN), datetimes and dataclasses are refused here: they take the walk.
+                meta = orjson.dumps(metadata, option=_EXACT_ONLY)
                 back = orjson.loads(meta)
                 faithful = back == metadata and meta.count(b"{") + meta.count(b"[") <= MAX_DEPTH
-            except TypeError:
+            except (TypeError, ValueError):  # ValueError: an orjson.Fragment that is not JSON
                 faithful = False
             if not faithful:
                 metadata = check_metadata(metadata)  # raises, saying why, unless a tuple

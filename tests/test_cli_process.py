@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import signal
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from convstore import Store
 from tests.fixtures.cli import IMPORT, console_script, run_script
 
 pytestmark = pytest.mark.skipif(
@@ -39,6 +41,26 @@ class TestExitCodes:
             f"error: no session 'nope' in {tmp_path / 's'}; list them with `convstore ls` "
             "or store.sessions()\n"
         )
+
+    def test_a_command_that_loaded_pyarrow_exits_0_with_all_its_output(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # Such a process leaves through os._exit once its atexit handlers have run (pyarrow's
+        # teardown sometimes aborts: apache/arrow#34314); what it printed must all arrive.
+        store = str(tmp_path / "s")
+        texts = [f"message {i} " + "z" * 2000 for i in range(60)]
+        with Store(store) as built:
+            for i in range(3):
+                built.create_session(f"s{i}").extend(
+                    [{"role": "user", "content": text} for text in texts]
+                )
+        assert run_script("--store", store, "compact").returncode == 0
+        # --json output is written without a flush of its own, and a pipe is block-buffered
+        # (unless PYTHONUNBUFFERED is set): the exit path must flush it.
+        monkeypatch.delenv("PYTHONUNBUFFERED", raising=False)
+        shown = run_script("--store", store, "show", "s2", "--json", "--limit", "1")
+        assert shown.returncode == 0, shown.stderr
+        assert [m["content"] for m in json.loads(shown.stdout)["messages"]] == texts[-1:]
 
     def test_bad_usage_exits_2_with_one_line(self, tmp_path: Path) -> None:
         result = run_script("--store", str(tmp_path), "ls", "--bogus")

@@ -131,7 +131,9 @@ class SessionView:
                 return self._refresh_once()
             except FileNotFoundError:
                 self._stale = True
-                time.sleep(0.001 * attempt)
+                # Backing off lets a compaction that keeps replacing files finish a step:
+                # 1, 2, 4 ... 64 ms, then 100 ms, about 0.4 s over all tries.
+                time.sleep(min(0.001 * 2**attempt, 0.1))
         raise ConvstoreError(
             f"session folder {self.folder} kept changing while it was read "
             f"({_VANISH_RETRIES} tries); try again"

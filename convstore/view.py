@@ -126,6 +126,8 @@ class SessionView:
         """
         for attempt in range(_VANISH_RETRIES):
             try:
+                if self._stale and attempt >= _VANISH_RETRIES // 2:
+                    return self._absorb()
                 if self._stale:
                     return self._rebuild()
                 return self._refresh_once()
@@ -212,6 +214,42 @@ class SessionView:
             self._read_hot(name, 0, fst.st_size, fst.st_ino)
         self._stale = False
         self._new_sealed = False
+        return True
+
+    def _absorb(self) -> bool:
+        """Catch up with a folder that keeps changing faster than a rebuild can read it.
+
+        A rebuild starts over whenever a file vanishes under it; a process that compacts
+        every few appends can make every start over lose the race again. Here nothing read is
+        dropped: files that vanished are forgotten, new ones read, and what is kept plus what
+        is new is the current view, because compaction and prune remove a record only when a
+        record that stays justifies it (COMPACTION.md, "What is purged"). Each try reads only
+        what is new, so the tries converge.
+        """
+        self._stale = True
+        st = os.stat(self.folder)
+        self.listed_at_ns = time.time_ns()
+        self.listed_mtime_ns = st.st_mtime_ns
+        names = os.listdir(self.folder)
+        hot = sorted(n for n in names if HOT_RE.fullmatch(n))
+        sealed = {n for n in names if SEALED_RE.fullmatch(n)}
+        for name in set(self.hot_offsets) - set(hot):
+            del self.hot_offsets[name]
+            self.inodes.pop(name, None)
+            self.closed.discard(name)
+        self.sealed &= sealed
+        for name in sorted(sealed - self.sealed - self.bad_sealed):
+            self._read_sealed(name)
+        for name in hot:
+            fst = os.stat(self.folder / name)
+            offset = self.hot_offsets.get(name)
+            if offset is None or fst.st_ino != self.inodes.get(name):
+                offset = 0  # new, or another file under the same name
+            if name not in self.closed and (name not in self.hot_offsets or fst.st_size > offset):
+                self._read_hot(name, offset, fst.st_size, fst.st_ino)
+        self._stale = False
+        self._new_sealed = False
+        self.version += 1
         return True
 
     def _read_hot(self, name: str, offset: int, size: int, inode: int) -> None:

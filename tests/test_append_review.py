@@ -514,7 +514,8 @@ class TestTimesAndIds:
             "from convstore import Store\n"
             "seed = int(sys.argv[2])\n"
             "rng = random.Random(seed)\n"
-            "with Store(sys.argv[1], sync='close', roll_bytes=20000) as st:\n"
+            # No auto-compaction: sealing would load pyarrow (see the next test).
+            "with Store(sys.argv[1], sync='close', roll_bytes=20000, auto_compact=False) as st:\n"
             "    s = st.session('s1')\n"
             "    for i in range(60):\n"
             "        n = rng.randint(1, 30)\n"

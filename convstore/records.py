@@ -274,29 +274,19 @@ class Draft(NamedTuple):
     when: datetime | None = None  # the caller's time, when it is already an aware UTC datetime
 
 
-def draft(
-    kind: str,
-    session_json: bytes,
-    fields: Mapping[str, Any],
-    *,
-    at_us: int | None = None,
-    rid: str | None = None,
-) -> Draft:
-    """Encode ``fields`` (no head keys) as the body of a ``kind`` record; refuse what cannot be
-    stored (lone surrogates, integers over 64 bits, a record over ``MAX_RECORD_BYTES``)."""
-    rest = _encode(fields)
-    return Draft(kind, _body(kind, session_json, rest), rid, at_us, orjson.loads(rest))
-
-
 def draft_record(record: Mapping[str, Any], session_json: bytes) -> Draft:
-    """The draft of a whole record dict (``id`` and ``created_at`` may be None: given later)."""
+    """The draft of a whole record dict (``id`` and ``created_at`` may be None: given later);
+    refuses what cannot be stored (lone surrogates, integers over 64 bits, a record over
+    ``MAX_RECORD_BYTES``)."""
+    kind = record["kind"]
     at = record.get("created_at")
-    return draft(
-        record["kind"],
-        session_json,
-        {k: v for k, v in record.items() if k not in HEAD},
-        at_us=None if at is None else parse_us(at),
-        rid=record.get("id"),
+    rest = _encode({k: v for k, v in record.items() if k not in HEAD})
+    return Draft(
+        kind,
+        _body(kind, session_json, rest),
+        record.get("id"),
+        None if at is None else parse_us(at),
+        orjson.loads(rest),
     )
 
 

@@ -40,7 +40,9 @@ Key = tuple[int, str]
 # A folder mtime this close to the moment we listed it may hide a later change in the same
 # clock tick (the "racy git" problem); such a listing is redone on the next refresh.
 _RACY_NS = 2_000_000_000
-_VANISH_RETRIES = 10
+_VANISH_RETRIES = 20
+# Full re-reads before a view stops starting over and absorbs what changed (_absorb).
+_REBUILD_TRIES = 5
 
 
 @dataclass
@@ -126,7 +128,7 @@ class SessionView:
         """
         for attempt in range(_VANISH_RETRIES):
             try:
-                if self._stale and attempt >= _VANISH_RETRIES // 2:
+                if self._stale and attempt >= _REBUILD_TRIES:
                     return self._absorb()
                 if self._stale:
                     return self._rebuild()
@@ -134,7 +136,7 @@ class SessionView:
             except FileNotFoundError:
                 self._stale = True
                 # Backing off lets a compaction that keeps replacing files finish a step:
-                # 1, 2, 4 ... 64 ms, then 100 ms, about 0.4 s over all tries.
+                # 1, 2, 4 ... 64 ms, then 100 ms: about 1.4 s before giving up.
                 time.sleep(min(0.001 * 2**attempt, 0.1))
         raise ConvstoreError(
             f"session folder {self.folder} kept changing while it was read "
@@ -169,24 +171,31 @@ class SessionView:
             return True
         return False
 
-    def _relist(self, mtime_ns: int) -> bool:
-        """Take in the folder's current files; True if the view must be rebuilt."""
+    def _list(self, mtime_ns: int) -> tuple[list[str], set[str]]:
+        """The folder's hot segments (sorted) and sealed files, noting when it was listed."""
         self.listed_at_ns = time.time_ns()
         self.listed_mtime_ns = mtime_ns
         try:
             names = os.listdir(self.folder)
         except FileNotFoundError:
             names = []
-        hot = [n for n in names if HOT_RE.fullmatch(n)]
-        sealed = {n for n in names if SEALED_RE.fullmatch(n)}
+        hot = sorted(n for n in names if HOT_RE.fullmatch(n))
+        return hot, {n for n in names if SEALED_RE.fullmatch(n)}
+
+    def _read_new_sealed(self, sealed: set[str]) -> None:
+        for name in sorted(sealed - self.sealed - self.bad_sealed):
+            self._read_sealed(name)
+            self._new_sealed = True
+
+    def _relist(self, mtime_ns: int) -> bool:
+        """Take in the folder's current files; True if the view must be rebuilt."""
+        hot, sealed = self._list(mtime_ns)
         if (set(self.hot_offsets) - set(hot)) or (self.sealed - sealed):
             return True  # sealed, pruned or pulled away: records may have gone
         for name in self.inodes:  # same name, other file (a restore, a checkout): re-read
             if os.stat(self.folder / name).st_ino != self.inodes[name]:
                 return True
-        for name in sorted(sealed - self.sealed - self.bad_sealed):
-            self._read_sealed(name)
-            self._new_sealed = True
+        self._read_new_sealed(sealed)
         for name in hot:
             if name not in self.hot_offsets:
                 # The inode is taken now, not when bytes are first read: a segment may stay
@@ -227,19 +236,13 @@ class SessionView:
         what is new, so the tries converge.
         """
         self._stale = True
-        st = os.stat(self.folder)
-        self.listed_at_ns = time.time_ns()
-        self.listed_mtime_ns = st.st_mtime_ns
-        names = os.listdir(self.folder)
-        hot = sorted(n for n in names if HOT_RE.fullmatch(n))
-        sealed = {n for n in names if SEALED_RE.fullmatch(n)}
+        hot, sealed = self._list(os.stat(self.folder).st_mtime_ns)
         for name in set(self.hot_offsets) - set(hot):
             del self.hot_offsets[name]
             self.inodes.pop(name, None)
             self.closed.discard(name)
         self.sealed &= sealed
-        for name in sorted(sealed - self.sealed - self.bad_sealed):
-            self._read_sealed(name)
+        self._read_new_sealed(sealed)
         for name in hot:
             fst = os.stat(self.folder / name)
             offset = self.hot_offsets.get(name)
@@ -315,10 +318,7 @@ class SessionView:
             if rid in self.seen_ids:
                 return
             self.seen_ids.add(rid)
-        if self.first_key is None or key < self.first_key:
-            self.first_key = key
-        if key[0] > self.last_us:
-            self.last_us = key[0]
+        self._note_key(key)
         # "Newest wins" rules compare record ids, which sort by the time the record was
         # written; created_at may be a caller's date (an import, a replay) and must not let an
         # old edit beat a new one.
@@ -372,6 +372,13 @@ class SessionView:
             if old_w is None or old_w[0][1] < rid:
                 per_task[task] = (key, r)
 
+    def _note_key(self, key: Key) -> None:
+        """The session's first record and latest activity, as records arrive."""
+        if self.first_key is None or key < self.first_key:
+            self.first_key = key
+        if key[0] > self.last_us:
+            self.last_us = key[0]
+
     def add_new_message(
         self, mid: str, at_us: int, fields: dict[str, Any], when: datetime | None
     ) -> Message:
@@ -379,10 +386,7 @@ class SessionView:
         (``Store._write``): it skips the checks and the merging a record read from disk gets,
         since a fresh id cannot be deleted, edited or here already."""
         key = (at_us, mid)
-        if self.first_key is None or key < self.first_key:
-            self.first_key = key
-        if at_us > self.last_us:
-            self.last_us = at_us
+        self._note_key(key)
         msg = new_message(mid, self.session_id, fields, at_us, when)
         self._put(msg, key, "")
         return msg

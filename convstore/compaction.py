@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import filelock
+import orjson
 import zstandard
 
 from . import frames, layout
@@ -50,6 +51,7 @@ from .errors import ConvstoreError, CorruptData, InvalidInput, LockTimeout, Sess
 from .ids import parse_us, to_us, validate_session_id
 from .locks import store_lock
 from .sealed import read_sealed, write_sealed
+from .sealnotes import InputFile, SealNote, write_note
 
 if TYPE_CHECKING:
     from .segments import Appender
@@ -274,6 +276,7 @@ class _Inputs:
     context: list[Record] = field(default_factory=list)
     hot: list[Path] = field(default_factory=list)  # closed hot segments, deleted at the end
     sealed: list[Path] = field(default_factory=list)  # sealed files, deleted at the end
+    files: dict[str, InputFile] = field(default_factory=dict)  # hot and sealed, for the note
     other_hot: int = 0  # hot segments read as context only
     problem: str | None = None
 
@@ -320,6 +323,7 @@ def _compact_session(store: Store, sid: str, lineage: _Lineage) -> SessionCompac
         keep = write_sealed(folder, out)
         result.sealed = keep.name
         result.bytes_out = _file_size(keep)
+        _leave_note(store, sid, keep, out, inputs.files)
     # The new file is durable (write_sealed fsynced it and the folder) before any input goes,
     # so a crash from here on leaves duplicates that readers de-duplicate, never a loss.
     # The unlinks happen under the session lock because an appender of this clone that still
@@ -331,6 +335,31 @@ def _compact_session(store: Store, sid: str, lineage: _Lineage) -> SessionCompac
             if path != keep:
                 path.unlink(missing_ok=True)
     return result
+
+
+def _input_file(kind: str, path: Path) -> InputFile:
+    try:
+        st = path.stat()  # the file was just read whole; a closed or sealed file never changes
+    except OSError:
+        return InputFile(kind, -1, 0)  # gone already (a pull?): a note no catalog can match
+    return InputFile(kind, st.st_size, st.st_ino)
+
+
+def _leave_note(
+    store: Store, sid: str, sealed: Path, out: list[Record], files: dict[str, InputFile]
+) -> None:
+    """Tell this clone's catalog what the new sealed file replaces (sealnotes.py), so that its
+    next refresh need not read the session again. Only an optimisation: a failure is logged."""
+    try:
+        st = sealed.stat()
+        # As the catalog counts a sealed file: each record's JSON as read back, and a newline
+        # (the length of a JSON object does not depend on the order of its keys).
+        raw = sum(len(orjson.dumps(r)) + 1 for r in out)
+        inputs = {n: f for n, f in files.items() if n != sealed.name}
+        note = SealNote(sid, sealed.name, st.st_size, st.st_ino, raw, len(out), inputs)
+        write_note(store.path, note)
+    except (OSError, TypeError) as e:
+        log.warning("no seal note for %s (its next refresh reads it again): %s", sid, e)
 
 
 def _forget_removed_segment(appender: Appender) -> None:
@@ -378,6 +407,7 @@ def _read_inputs(folder: Path, names: list[str]) -> _Inputs:
                 return inputs
             inputs.sealed.append(path)
             inputs.sealable.extend(records)
+            inputs.files[name] = _input_file("sealed", path)
         elif layout.HOT_RE.fullmatch(name):
             try:
                 data = path.read_bytes()
@@ -400,6 +430,7 @@ def _read_inputs(folder: Path, names: list[str]) -> _Inputs:
             if scan.closed and not damaged:
                 inputs.hot.append(path)
                 inputs.sealable.extend(records)
+                inputs.files[name] = _input_file("hot", path)
             else:
                 inputs.other_hot += 1
                 inputs.context.extend(records)

@@ -16,7 +16,10 @@ How a refresh finds changes, for each session folder:
   session is read into a fresh view and diffed against its rows;
 - a folder that disappeared, a file that disappeared, shrank or was replaced (compaction sealed
   it, prune or a git pull removed it) makes the view start over, and the diff removes every row
-  it no longer has.
+  it no longer has;
+- except when this clone's compactions left notes that explain the change exactly
+  (``sealnotes.py``, :func:`reseal`): the sealed file reads like the inputs it replaced, so only
+  the positions change and no record is read.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from __future__ import annotations
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +39,8 @@ from .errors import InvalidInput
 from .ids import from_us, to_us, validate_session_id
 from .layout import HOT_RE, SEALED_RE
 from .records import Message, encode_json
+from .sealnotes import SealNote
+from .segments import END_MARKER
 from .view import SessionView
 
 _RACY_NS = 2_000_000_000  # as in view.py
@@ -159,6 +164,72 @@ def folder_changed(folder: str, pos: FolderPos) -> tuple[bool | None, bool]:
     return False, settled
 
 
+def reseal(
+    folder: str, pos: FolderPos, notes: Mapping[str, SealNote], *, grown: bool = False
+) -> FolderPos | None:
+    """The folder's positions after the compactions that ``notes`` describe, when they explain
+    every change since ``pos``; None when anything else moved (the session is read again).
+    With ``grown``, hot segments may also have grown since (a view reads those bytes next).
+
+    A compaction's sealed file reads exactly like its inputs (compaction.py), so when every
+    input is a file the catalog had read in full, the catalog's rows already show the sealed
+    file's records. A note may name as input a sealed file that a later compaction replaced
+    before any refresh saw it: that file's own note explains it in turn.
+    """
+    listed_at = time.time_ns()
+    try:
+        st = os.stat(folder)  # before the listing, as in folder_changed (the racy-mtime rule)
+        names = {n for n in os.listdir(folder) if HOT_RE.fullmatch(n) or SEALED_RE.fullmatch(n)}
+    except FileNotFoundError:
+        return None
+    files = dict(pos.files)
+    used: set[str] = set()
+
+    def absorb(name: str) -> bool:
+        note = notes.get(name)
+        if note is None or name in used:
+            return False
+        used.add(name)
+        for input_name, f in note.inputs.items():
+            held = files.get(input_name)
+            if held is None and f.kind == "sealed" and absorb(input_name):
+                held = files.get(input_name)
+            if held is None or (held.kind, held.inode) != (f.kind, f.inode):
+                return False
+            # Read in full: to its end, or to the end marker the compaction wrote to close it.
+            full = (f.size, f.size - len(END_MARKER)) if f.kind == "hot" else (f.size,)
+            if held.ingested not in full:
+                return False
+            del files[input_name]
+        files[name] = FilePos(
+            "sealed", note.size, note.size, note.raw_bytes, note.records, True, note.inode
+        )
+        return True
+
+    for name in sorted(names - files.keys()):
+        if SEALED_RE.fullmatch(name) and not absorb(name):
+            return None
+    try:
+        for name in names - files.keys():
+            # A compaction opens the next hot segment, empty, when it closes the current one.
+            fst = os.stat(f"{folder}/{name}")
+            if fst.st_size != 0 and not grown:
+                return None
+            files[name] = FilePos("hot", 0, 0, inode=fst.st_ino)
+        if not used or files.keys() != names:
+            return None
+        for name, fp in files.items():
+            if fp.kind == "hot" and not fp.closed:
+                fst = os.stat(f"{folder}/{name}")
+                if fst.st_ino != fp.inode or fst.st_size < fp.size:
+                    return None
+                if fst.st_size != fp.size and not grown:
+                    return None
+    except FileNotFoundError:
+        return None
+    return FolderPos(st.st_mtime_ns, listed_at, files)
+
+
 # -- a view that remembers what it read ---------------------------------------------------------
 
 
@@ -181,6 +252,36 @@ class TrackingView(SessionView):
     @property
     def pending(self) -> bool:
         return self.full or self.dirty
+
+    def take_notes(self, notes: Mapping[str, SealNote]) -> bool:
+        """Swap the files that compactions replaced for the sealed files that replaced them,
+        reading nothing (their records are the ones this view holds: see :func:`reseal`);
+        False if the notes do not explain the folder's change. Appended bytes are left for
+        ``refresh()``, which reads them as usual."""
+        if self.pending or self._stale:
+            return False
+        after = reseal(str(self.folder), self.positions(), notes, grown=True)
+        if after is None:
+            return False
+        for name in [n for n in self.hot_offsets if n not in after.files]:
+            del self.hot_offsets[name]
+            self.inodes.pop(name, None)
+            self.closed.discard(name)
+            self.files.pop(name, None)
+        for name in [n for n in self.sealed if n not in after.files]:
+            self.sealed.discard(name)
+            self.files.pop(name, None)
+        for name, fp in after.files.items():
+            if fp.kind == "sealed" and name not in self.sealed:
+                self.sealed.add(name)
+                self.files[name] = fp
+            elif fp.kind == "hot" and name not in self.hot_offsets:
+                self.hot_offsets[name] = 0
+                self.inodes[name] = fp.inode
+        self.listed_mtime_ns, self.listed_at_ns = after.mtime_ns, after.listed_at_ns
+        self.raw_bytes = sum(fp.raw_bytes for fp in self.positions().files.values())
+        self.dirty = True  # the new positions are to be recorded
+        return True
 
     def ingested(self) -> None:
         """The catalog now holds what this view shows."""
@@ -294,6 +395,16 @@ class Update:
         return v is not None and v.exists and v.dropped is None
 
 
+@dataclass
+class Collected:
+    """What :func:`collect` found."""
+
+    updates: list[Update]  # sessions to read, or gone
+    settled: set[str]  # folders whose racy listing settled: their positions are worth recording
+    moved: dict[str, FolderPos]  # folders only compacted, as notes explain: their new positions
+    resealed: int = 0  # folders whose compaction a note explained (moved, or a held view's)
+
+
 def session_names(sessions_dir: Path, known: Iterable[str] = ()) -> list[str]:
     """The session folders; names already known are taken as valid without checking again."""
     try:
@@ -331,20 +442,30 @@ def collect(
     names: Iterable[str],
     *,
     everything: bool,
-) -> tuple[list[Update], set[str]]:
-    """The sessions among ``names`` that changed since the catalog last recorded them, and the
-    folders whose racy listing settled (their new positions are worth recording).
+    notes: Mapping[str, Mapping[str, SealNote]] | None = None,
+) -> Collected:
+    """What changed among the folders ``names`` since the catalog last recorded them.
 
     With ``everything``, ``names`` is every session folder, and a folder the catalog knows
     but ``names`` lacks is reported gone.
     """
-    updates: list[Update] = []
-    settled: set[str] = set()
+    found = Collected([], set(), {})
+    updates, settled, moved = found.updates, found.settled, found.moved
+    notes = notes or {}
     names = list(names)
     root = str(sessions_dir) + "/"
     for sid in names:
         folder = root + sid
         view = views.get(sid)
+        held_notes = notes.get(sid)
+        if view is not None and held_notes is not None and not held_notes.keys() <= view.sealed:
+            if view.take_notes(held_notes):
+                found.resealed += 1
+            else:
+                # Not explained by the notes: the positions path below may still be (the
+                # view may be behind the catalog); failing that, the session is read whole.
+                views.drop(sid)
+                view = None
         if view is not None:
             view.refresh()
             if not os.path.isdir(folder):
@@ -371,6 +492,11 @@ def collect(
                 if now_settled:
                     settled.add(sid)
                 continue
+            after = None if held_notes is None else reseal(folder, pos, held_notes)
+            if after is not None:
+                moved[sid] = after
+                found.resealed += 1
+                continue
         elif not os.path.isdir(folder):
             continue
         view = TrackingView(sid, sessions_dir / sid)
@@ -380,7 +506,7 @@ def collect(
     if everything:
         present = set(names)
         updates.extend(Update(sid, None) for sid in positions if sid not in present)
-    return updates, settled
+    return found
 
 
 # -- rows ---------------------------------------------------------------------------------------
@@ -574,8 +700,14 @@ def _group(rows: list[tuple[Any, ...]], sids: Iterable[str]) -> dict[str, dict[A
     return out
 
 
-def plan(catalog: Catalog, updates: list[Update], settled: Iterable[str] = ()) -> Plan:
-    """The catalog and index changes that make ``updates`` current.
+def plan(
+    catalog: Catalog,
+    updates: list[Update],
+    settled: Iterable[str] = (),
+    moved: Mapping[str, FolderPos] | None = None,
+) -> Plan:
+    """The catalog and index changes that make ``updates`` current, and record the positions
+    of folders that ``moved`` (compacted, nothing else: see :func:`reseal`).
 
     A view read in full (new, rebuilt, or its session gone) is compared with every row the
     catalog holds for the session. A view that only read appended bytes is compared on what
@@ -583,6 +715,7 @@ def plan(catalog: Catalog, updates: list[Update], settled: Iterable[str] = ()) -
     """
     tables = {name: TableChanges() for name in TABLES}
     result = Plan(tables, IndexChanges())
+    moved = moved or {}
     index = result.index
     sids = [u.session_id for u in updates]
 
@@ -633,10 +766,21 @@ def plan(catalog: Catalog, updates: list[Update], settled: Iterable[str] = ()) -
         _select(catalog, "session_id, _key, record_id", "checkpoints", "session_id", cp_sids),
         sids,
     )
-    old_files = _group(_select(catalog, "session_id, _key", "files", "session_id", full_sids), sids)
+    # ... and for views that dropped files (a compaction a note explained: take_notes).
+    known_positions = catalog.positions or {}
+    file_sids = set(full_sids)
+    for u in updates:
+        before = known_positions.get(u.session_id)
+        dropped = (
+            u.view is not None
+            and before is not None
+            and before.files.keys() - u.view.positions().files.keys()
+        )
+        if dropped:
+            file_sids.add(u.session_id)
+    old_files = _group(_select(catalog, "session_id, _key", "files", "session_id", file_sids), sids)
 
     msgs = tables["messages"]
-    known_positions = catalog.positions or {}
     for u in updates:
         sid, view = u.session_id, u.view
         old = existing.get(sid, {})
@@ -697,15 +841,31 @@ def plan(catalog: Catalog, updates: list[Update], settled: Iterable[str] = ()) -
             tables["folders"].masks.add(sid)
             _remove_keys(files, old_files.get(sid, {}))
             continue
-        pos = view.positions()
-        folder_row, file_rows = position_rows(sid, pos)
-        tables["folders"].rows.append(folder_row)
-        tables["folders"].masks.add(sid)
-        keys = {r["_key"] for r in file_rows}
-        _remove_keys(files, [k for k in old_files.get(sid, {}) if k not in keys])
-        files.rows.extend(file_rows)
-        files.masks.update(keys)
-    done = set(sids)
+        _record_positions(tables, sid, view.positions(), old_files.get(sid, {}))
+    if moved:
+        # Compacted, and nothing else: the rows stand, the files and the storage figures move.
+        result.files_gone = True
+        spec = TABLES["sessions"].columns
+        # Times as microseconds: DuckDB's own conversion to datetime would need pytz.
+        cols = ", ".join(
+            f'epoch_us("{c.name}")' if c.sql == "TIMESTAMPTZ" else f'"{c.name}"' for c in spec
+        )
+        for values in _select(catalog, cols, "sessions", "id", moved):
+            row = {
+                c.name: from_us(v) if c.sql == "TIMESTAMPTZ" and v is not None else v
+                for c, v in zip(spec, values, strict=True)
+            }
+            files_now = moved[row["id"]].files.values()
+            row["raw_bytes"] = sum(f.raw_bytes for f in files_now)
+            row["disk_bytes"] = sum(f.size for f in files_now)
+            tables["sessions"].rows.append(row)
+            tables["sessions"].masks.add(row["id"])
+        old_moved = _group(
+            _select(catalog, "session_id, _key", "files", "session_id", moved), moved
+        )
+        for sid, pos in moved.items():
+            _record_positions(tables, sid, pos, old_moved.get(sid, {}))
+    done = set(sids) | set(moved)
     for sid in settled:
         pos_held = known_positions.get(sid)
         if pos_held is None or sid in done:
@@ -714,6 +874,19 @@ def plan(catalog: Catalog, updates: list[Update], settled: Iterable[str] = ()) -
         tables["folders"].rows.append(folder_row)
         tables["folders"].masks.add(sid)
     return result
+
+
+def _record_positions(
+    tables: dict[str, TableChanges], sid: str, pos: FolderPos, old_keys: Iterable[str]
+) -> None:
+    """The ``folders`` and ``files`` rows of a session folder read up to ``pos``."""
+    folder_row, file_rows = position_rows(sid, pos)
+    tables["folders"].rows.append(folder_row)
+    tables["folders"].masks.add(sid)
+    keys = {r["_key"] for r in file_rows}
+    _remove_keys(tables["files"], [k for k in old_keys if k not in keys])
+    tables["files"].rows.extend(file_rows)
+    tables["files"].masks.update(keys)
 
 
 def _remove_keys(change: TableChanges, keys: Iterable[str]) -> None:

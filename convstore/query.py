@@ -42,11 +42,12 @@ from .catalog import (
 from .dates import When, parse_range
 from .errors import ConvstoreError, InvalidInput, LockTimeout, QueryError
 from .ids import from_us
-from .ingest import Update, Views, collect, load_positions, plan, session_names
+from .ingest import FolderPos, Update, Views, collect, load_positions, plan, session_names
 from .inotify import FULL_SCAN_EVERY, FolderWatch
 from .locks import store_lock
 from .rebuild import build
 from .records import check_role
+from .sealnotes import SealNote, read_notes, remove_notes
 from .search import (
     IndexInvalid,
     SearchHit,
@@ -141,6 +142,7 @@ class QueryLayer:
         self._reload_index = False
         self._views = Views()
         self._refreshed = False
+        self.resealed = 0  # folders whose compaction a refresh took from a note, not a re-read
         self._stale: set[str] = set()
         self._watch: FolderWatch | None = None
         self._watch_failed = False
@@ -336,28 +338,38 @@ class QueryLayer:
             files_gone = False
             pending: list[Update] = []
             settled: set[str] = set()
+            moved: dict[str, FolderPos] = {}
             held = 0
+            notes = read_notes(self.store.path)
             for start in range(0, len(names), _COLLECT_SESSIONS):
-                got, now_settled = collect(
+                found = collect(
                     self.sessions_dir,
                     positions,
                     self._views,
                     names[start : start + _COLLECT_SESSIONS],
                     everything=False,
+                    notes=notes,
                 )
-                pending += got
-                settled |= now_settled
-                held += sum(len(u.view.messages) for u in got if u.view is not None)
+                pending += found.updates
+                settled |= found.settled
+                moved |= found.moved
+                self.resealed += found.resealed
+                held += sum(len(u.view.messages) for u in found.updates if u.view is not None)
+                held += len(found.moved)
                 if held >= _PUBLISH_MESSAGES:
-                    files_gone |= self._publish(catalog, index, pending, settled, set())
-                    pending, settled, held = [], set(), 0
+                    files_gone |= self._publish(catalog, index, pending, settled, set(), moved)
+                    pending, settled, moved, held = [], set(), {}, 0
             if only is None:
                 present = set(names)
                 pending += [Update(sid, None) for sid in positions if sid not in present]
             files_gone |= self._publish(
-                catalog, index, pending, settled, self._verified_stale(catalog)
+                catalog, index, pending, settled, self._verified_stale(catalog), moved
             )
             self._stale.clear()
+            if only is not None:
+                notes = {sid: notes[sid] for sid in only if sid in notes}
+            if notes:
+                self._forget_notes(catalog, notes)
             assert catalog.manifest is not None
             if files_gone and catalog.manifest.purge_debt:
                 # Compaction or prune took text out of the segments that the cache still
@@ -379,10 +391,11 @@ class QueryLayer:
         updates: list[Update],
         settled: set[str],
         stale: set[str],
+        moved: dict[str, FolderPos],
     ) -> bool:
-        """Bring the catalog and the index up to date with ``updates``; True if a segment the
-        catalog had read is gone, shrank or was replaced."""
-        changes = plan(catalog, updates, settled)
+        """Bring the catalog and the index up to date with ``updates`` and ``moved``; True if a
+        segment the catalog had read is gone, shrank or was replaced."""
+        changes = plan(catalog, updates, settled, moved)
         manifest = catalog.manifest
         assert manifest is not None
         opstamp = manifest.index_opstamp
@@ -404,6 +417,19 @@ class QueryLayer:
             if u.view is not None:
                 u.view.ingested()
         return changes.files_gone
+
+    def _forget_notes(self, catalog: Catalog, notes: dict[str, dict[str, SealNote]]) -> None:
+        """Delete the seal notes that have served: their sealed file is recorded now, or it
+        is gone (a later compaction replaced it, and its own note is what counts)."""
+        positions = load_positions(catalog)
+        done = []
+        for sid, by_name in notes.items():
+            pos = positions.get(sid)
+            folder = self.sessions_dir / sid
+            for name, note in by_name.items():
+                if (pos is not None and name in pos.files) or not (folder / name).exists():
+                    done.append(note)
+        remove_notes(self.store.path, done)
 
     def _verified_stale(self, catalog: Catalog) -> set[str]:
         """Index documents a search found without a catalog row, still without one now."""

@@ -51,7 +51,7 @@ from .errors import ConvstoreError, CorruptData, InvalidInput, LockTimeout, Sess
 from .ids import parse_us, to_us, validate_session_id
 from .locks import store_lock
 from .sealed import read_sealed, write_sealed
-from .sealnotes import InputFile, SealNote, write_note
+from .sealnotes import InputFile, SealNote, write_notes
 
 if TYPE_CHECKING:
     from .segments import Appender
@@ -109,6 +109,8 @@ class SessionCompaction:
     edits_folded: int = 0  # edit records merged into their message (older content gone)
     records_purged: int = 0  # every other record dropped (duplicates, states of a dropped session)
     skipped: str | None = None  # why nothing was done
+    # What the sealed file replaced, for this clone's catalog (sealnotes.py); not reported.
+    note: SealNote | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -227,9 +229,9 @@ def compact(
         for i in range(0, len(valid), _BATCH):
             with compaction_lock(store, lock_timeout):
                 batch = valid[i : i + _BATCH]
-                report.sessions.extend(
-                    pool.map(lambda sid: _compact_guarded(store, sid, lineage), batch)
-                )
+                done = list(pool.map(lambda sid: _compact_guarded(store, sid, lineage), batch))
+                _leave_notes(store, done)
+                report.sessions.extend(done)
     report.seconds = time.perf_counter() - started
     return report
 
@@ -323,7 +325,7 @@ def _compact_session(store: Store, sid: str, lineage: _Lineage) -> SessionCompac
         keep = write_sealed(folder, out)
         result.sealed = keep.name
         result.bytes_out = _file_size(keep)
-        _leave_note(store, sid, keep, out, inputs.files)
+        result.note = _note(sid, keep, out, inputs.files)
     # The new file is durable (write_sealed fsynced it and the folder) before any input goes,
     # so a crash from here on leaves duplicates that readers de-duplicate, never a loss.
     # The unlinks happen under the session lock because an appender of this clone that still
@@ -345,21 +347,28 @@ def _input_file(kind: str, path: Path) -> InputFile:
     return InputFile(kind, st.st_size, st.st_ino)
 
 
-def _leave_note(
-    store: Store, sid: str, sealed: Path, out: list[Record], files: dict[str, InputFile]
-) -> None:
-    """Tell this clone's catalog what the new sealed file replaces (sealnotes.py), so that its
-    next refresh need not read the session again. Only an optimisation: a failure is logged."""
+def _note(
+    sid: str, sealed: Path, out: list[Record], files: dict[str, InputFile]
+) -> SealNote | None:
+    """What the new sealed file replaces, for this clone's catalog (sealnotes.py)."""
     try:
         st = sealed.stat()
-        # As the catalog counts a sealed file: each record's JSON as read back, and a newline
-        # (the length of a JSON object does not depend on the order of its keys).
-        raw = sum(len(orjson.dumps(r)) + 1 for r in out)
-        inputs = {n: f for n, f in files.items() if n != sealed.name}
-        note = SealNote(sid, sealed.name, st.st_size, st.st_ino, raw, len(out), inputs)
-        write_note(store.path, note)
-    except (OSError, TypeError) as e:
-        log.warning("no seal note for %s (its next refresh reads it again): %s", sid, e)
+    except OSError:
+        return None
+    # As the catalog counts a sealed file: each record's JSON as read back, and a newline
+    # (the length of a JSON object does not depend on the order of its keys).
+    raw = sum(len(orjson.dumps(r)) + 1 for r in out)
+    inputs = {n: f for n, f in files.items() if n != sealed.name}
+    return SealNote(sid, sealed.name, st.st_size, st.st_ino, raw, len(out), inputs)
+
+
+def _leave_notes(store: Store, results: Sequence[SessionCompaction]) -> None:
+    """Tell this clone's catalog what the sealed files replace, so that its next refresh need
+    not read those sessions again. Only an optimisation: a failure is logged."""
+    try:
+        write_notes(store.path, [r.note for r in results if r.note is not None])
+    except OSError as e:
+        log.warning("no seal notes (the next refresh reads those sessions again): %s", e)
 
 
 def _forget_removed_segment(appender: Appender) -> None:
@@ -823,6 +832,7 @@ class _Worker:
                     return
         try:
             result = _compact_session(store, sid, _Lineage(store))
+            _leave_notes(store, [result])
         finally:
             lock.release()
         if result.skipped and result.skipped.startswith("not compacted"):

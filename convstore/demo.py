@@ -5,11 +5,11 @@ and a Claude export) into DIR, then runs a handful of ordinary commands (``ls``,
 ``search``, ``stats``, ``sql``), printing each one before its output so that it can be run
 again by hand. This module finds the data and chooses the commands; the CLI runs them.
 
-``sample_data/`` lives at the root of a source checkout, not inside the package, so a wheel
-does not carry it. It is looked for in this order: the ``--sample`` option, the
-``CONVSTORE_SAMPLE_DATA`` environment variable, the checkout this package was imported from
-(an editable install), and ``./sample_data``. When none has it, the demo says so and how to get
-it, and exits 1.
+``sample_data/`` lives at the root of a source checkout, and a wheel carries it as
+``convstore/sample_data`` (pyproject.toml maps it). It is looked for in this order: the
+``--sample`` option, the ``CONVSTORE_SAMPLE_DATA`` environment variable, inside the installed
+package (a wheel), the checkout this package was imported from (an editable install), and
+``./sample_data``. When none has it, the demo says so and how to get it, and exits 1.
 """
 
 from __future__ import annotations
@@ -54,16 +54,17 @@ def find_sample_data(explicit: str | os.PathLike[str] | None = None) -> Path:
     elif os.environ.get(ENV):
         candidates.append(Path(os.environ[ENV]).expanduser())
     else:
-        candidates.append(Path(__file__).resolve().parent.parent / "sample_data")
+        here = Path(__file__).resolve().parent
+        candidates += [here / "sample_data", here.parent / "sample_data"]
         candidates.append(Path.cwd() / "sample_data")
     for folder in candidates:
         if all((folder / name).is_file() for name in SAMPLE_FILES):
             return folder
     looked = ", ".join(str(c) for c in dict.fromkeys(candidates))
     raise NotFound(
-        f"the sample data is not here (looked in {looked}). It ships with the source, not "
-        "the wheel: run the demo from a checkout of convstore's repository, or pass "
-        f"--sample DIR (or set ${ENV}) to a folder holding {', '.join(SAMPLE_FILES)}"
+        f"the sample data is not here (looked in {looked}). It ships with convstore's source "
+        "and wheel: reinstall convstore, run the demo from a checkout of its repository, or "
+        f"pass --sample DIR (or set ${ENV}) to a folder holding {', '.join(SAMPLE_FILES)}"
     )
 
 

@@ -12,6 +12,7 @@
       .cache/                 local and derived: never synced, safe to delete
         writer_id             this clone's writer identity
         locks/                per-session and store-wide lock files
+        sealed-notes/         what compactions replaced, for the catalog (sealnotes.py)
         catalog/, index/      the query layer's derived caches
 """
 

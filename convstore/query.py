@@ -47,7 +47,7 @@ from .inotify import FULL_SCAN_EVERY, FolderWatch
 from .locks import store_lock
 from .rebuild import build
 from .records import check_role
-from .sealnotes import SealNote, read_notes, remove_notes
+from .sealnotes import Notes, SealNote, read_notes, remove_files
 from .search import (
     IndexInvalid,
     SearchHit,
@@ -348,7 +348,7 @@ class QueryLayer:
                     self._views,
                     names[start : start + _COLLECT_SESSIONS],
                     everything=False,
-                    notes=notes,
+                    notes=notes.by_session,
                 )
                 pending += found.updates
                 settled |= found.settled
@@ -366,10 +366,8 @@ class QueryLayer:
                 catalog, index, pending, settled, self._verified_stale(catalog), moved
             )
             self._stale.clear()
-            if only is not None:
-                notes = {sid: notes[sid] for sid in only if sid in notes}
-            if notes:
-                self._forget_notes(catalog, notes)
+            if notes.files:
+                self._forget_notes(catalog, notes, only)
             assert catalog.manifest is not None
             if files_gone and catalog.manifest.purge_debt:
                 # Compaction or prune took text out of the segments that the cache still
@@ -418,18 +416,25 @@ class QueryLayer:
                 u.view.ingested()
         return changes.files_gone
 
-    def _forget_notes(self, catalog: Catalog, notes: dict[str, dict[str, SealNote]]) -> None:
-        """Delete the seal notes that have served: their sealed file is recorded now, or it
-        is gone (a later compaction replaced it, and its own note is what counts)."""
+    def _forget_notes(self, catalog: Catalog, notes: Notes, only: list[str] | None) -> None:
+        """Delete the files of seal notes that have all served: each one's sealed file is
+        recorded now, or gone (a later compaction replaced it; its own note is what counts).
+        After a refresh of some folders only, notes of the others have not served yet."""
         positions = load_positions(catalog)
-        done = []
-        for sid, by_name in notes.items():
-            pos = positions.get(sid)
-            folder = self.sessions_dir / sid
-            for name, note in by_name.items():
-                if (pos is not None and name in pos.files) or not (folder / name).exists():
-                    done.append(note)
-        remove_notes(self.store.path, done)
+        looked = None if only is None else set(only)
+
+        def served(note: SealNote) -> bool:
+            if looked is not None and note.session not in looked:
+                return False
+            pos = positions.get(note.session)
+            if pos is not None and note.sealed in pos.files:
+                return True
+            return not (self.sessions_dir / note.session / note.sealed).exists()
+
+        remove_files(
+            self.store.path,
+            [name for name, held in notes.files.items() if all(served(n) for n in held)],
+        )
 
     def _verified_stale(self, catalog: Catalog) -> set[str]:
         """Index documents a search found without a catalog row, still without one now."""
@@ -481,6 +486,7 @@ class QueryLayer:
                 opstamp,
                 m.delta_rows,
                 m.purge_debt,
+                m.message_rows,
             )
             write_manifest(self.catalog_dir, new)
             catalog.load(new)

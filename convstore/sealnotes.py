@@ -6,9 +6,11 @@ the overlap safely). The catalog (``ingest.py``) has usually read those inputs a
 re-reading the session to find nothing new is wasted work: a fresh process after compacting a
 store of a million messages spent most of a minute on it.
 
-So, once the sealed file is durable and before any input is deleted, compaction leaves a note in
-``.cache/sealed-notes/``: the sealed file's name, size, inode and record figures, and the name,
-size and inode of every input. A refresh that finds a folder changed checks whether the notes
+So compaction leaves a note in ``.cache/sealed-notes/``: the sealed file's name, size, inode and
+record figures, and the name, size and inode of every input. A whole-store compaction writes one
+file of notes per batch of sessions, after the batch (20,000 files, one per session, cost over
+a second to read and delete at a million messages); a refresh that runs before the file is
+there reads those sessions as before. A refresh that finds a folder changed checks whether the notes
 explain the change exactly (every input it had read in full is gone, the sealed file is there,
 nothing else moved); then it records the new files without reading a record. Anything else (no
 note, a partly read input, a file the notes do not mention) is read as before, so a missing,
@@ -23,8 +25,8 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
@@ -32,7 +34,6 @@ import orjson
 from .layout import CACHE, HOT_RE, SEALED_RE
 
 NOTES = "sealed-notes"
-_SEP = "@"  # not in the session id charset (ids.py), so "<session>@<sealed name>" splits once
 
 
 @dataclass(frozen=True)
@@ -57,75 +58,95 @@ class SealNote:
     inputs: dict[str, InputFile]
 
 
+@dataclass
+class Notes:
+    """The notes found: by session and sealed file name, and by the file that holds them."""
+
+    by_session: dict[str, dict[str, SealNote]] = field(default_factory=dict)
+    files: dict[str, list[SealNote]] = field(default_factory=dict)
+
+
 def notes_dir(store_path: Path) -> Path:
     return store_path / CACHE / NOTES
 
 
-def write_note(store_path: Path, note: SealNote) -> None:
-    """Leave ``note`` for the catalog: whole or not at all (a rename), never fsynced (a note
-    lost in a power cut only means the session is read again)."""
+def write_notes(store_path: Path, notes: Sequence[SealNote]) -> None:
+    """Leave ``notes`` for the catalog, in one file (a whole-store compaction writes one per
+    batch of sessions, not one per session): whole or not at all (a rename), never fsynced (a
+    note lost in a power cut only means a session is read again)."""
+    if not notes:
+        return
     folder = notes_dir(store_path)
     folder.mkdir(parents=True, exist_ok=True)
-    body = {
-        "session": note.session,
-        "sealed": note.sealed,
-        "size": note.size,
-        "inode": note.inode,
-        "raw_bytes": note.raw_bytes,
-        "records": note.records,
-        "inputs": {n: [f.kind, f.size, f.inode] for n, f in sorted(note.inputs.items())},
-    }
-    path = folder / f"{note.session}{_SEP}{note.sealed}.json"
-    tmp = folder / f".{secrets.token_hex(6)}.tmp"
-    tmp.write_bytes(orjson.dumps(body))
-    os.replace(tmp, path)
+    body = [
+        {
+            "session": n.session,
+            "sealed": n.sealed,
+            "size": n.size,
+            "inode": n.inode,
+            "raw_bytes": n.raw_bytes,
+            "records": n.records,
+            "inputs": {k: [f.kind, f.size, f.inode] for k, f in sorted(n.inputs.items())},
+        }
+        for n in notes
+    ]
+    name = secrets.token_hex(8)
+    tmp = folder / f".{name}.tmp"
+    tmp.write_bytes(orjson.dumps({"notes": body}))
+    os.replace(tmp, folder / f"{name}.json")
 
 
-def read_notes(store_path: Path) -> dict[str, dict[str, SealNote]]:
-    """Every note, by session and sealed file name: one listing when there are none."""
+def read_notes(store_path: Path) -> Notes:
+    """Every note: one listing when there are none. An unreadable file is deleted."""
+    found = Notes()
     folder = notes_dir(store_path)
     try:
         names = os.listdir(folder)
     except FileNotFoundError:
-        return {}
-    out: dict[str, dict[str, SealNote]] = {}
+        return found
     for name in names:
-        if not name.endswith(".json") or _SEP not in name:
+        if not name.endswith(".json"):
             continue
-        note = _parse(folder / name)
-        if note is None or f"{note.session}{_SEP}{note.sealed}.json" != name:
+        got = _parse(folder / name)
+        if got is None:
             with contextlib.suppress(OSError):
-                (folder / name).unlink()  # unreadable or misnamed: worth nothing, so gone
+                (folder / name).unlink()  # worth nothing, so gone
             continue
-        out.setdefault(note.session, {})[note.sealed] = note
+        found.files[name] = got
+        for note in got:
+            found.by_session.setdefault(note.session, {})[note.sealed] = note
+    return found
+
+
+def _parse(path: Path) -> list[SealNote] | None:
+    try:
+        out = []
+        for d in orjson.loads(path.read_bytes())["notes"]:
+            inputs = {}
+            for name, (kind, size, inode) in d["inputs"].items():
+                pattern = HOT_RE if kind == "hot" else SEALED_RE if kind == "sealed" else None
+                if pattern is None or not pattern.fullmatch(name):
+                    return None
+                inputs[name] = InputFile(kind, int(size), int(inode))
+            note = SealNote(
+                str(d["session"]),
+                str(d["sealed"]),
+                int(d["size"]),
+                int(d["inode"]),
+                int(d["raw_bytes"]),
+                int(d["records"]),
+                inputs,
+            )
+            if not SEALED_RE.fullmatch(note.sealed):
+                return None
+            out.append(note)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
     return out
 
 
-def _parse(path: Path) -> SealNote | None:
-    try:
-        d = orjson.loads(path.read_bytes())
-        inputs = {}
-        for name, (kind, size, inode) in d["inputs"].items():
-            pattern = HOT_RE if kind == "hot" else SEALED_RE if kind == "sealed" else None
-            if pattern is None or not pattern.fullmatch(name):
-                return None
-            inputs[name] = InputFile(kind, int(size), int(inode))
-        note = SealNote(
-            str(d["session"]),
-            str(d["sealed"]),
-            int(d["size"]),
-            int(d["inode"]),
-            int(d["raw_bytes"]),
-            int(d["records"]),
-            inputs,
-        )
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):
-        return None
-    return note if SEALED_RE.fullmatch(note.sealed) else None
-
-
-def remove_notes(store_path: Path, notes: Iterable[SealNote]) -> None:
+def remove_files(store_path: Path, names: Iterable[str]) -> None:
     folder = notes_dir(store_path)
-    for note in notes:
+    for name in names:
         with contextlib.suppress(FileNotFoundError):
-            (folder / f"{note.session}{_SEP}{note.sealed}.json").unlink()
+            (folder / name).unlink()

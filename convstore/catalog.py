@@ -46,9 +46,9 @@ CACHE_FORMAT = "convstore-cache"
 # another version is rebuilt, never read.
 CACHE_VERSION = 2
 
-# Parts are folded into a new base when there are more than MAX_PARTS of them, or when they hold
-# more message rows than MAX_DELTA_ROWS or 5% of the base (rows of the small tables: half the
-# base, see needs_rewrite): every query pays a little for each part
+# Parts are folded into a new base when they hold more message rows than MAX_DELTA_ROWS or 5% of
+# the base (rows of the small tables: half the base, see needs_rewrite), and into one part when
+# there are more than MAX_PARTS of them (merge_parts): every query pays a little for each part
 # (a hash anti-join against the masked rows), and a rewrite costs about 6 s per million messages.
 MAX_PARTS = 64
 MAX_DELTA_ROWS = 20_000
@@ -571,33 +571,18 @@ class Catalog:
         assert self.manifest is not None
         m = self.manifest
         name = new_name(m.seq + 1)
-        head: dict[str, Any] = {"tables": {}}
-        blobs: list[bytes] = []
-        size = 0
-        arrows: dict[str, pa.Table] = {}
-        for table, change in changes.items():
-            if not change:
-                continue
-            spec = TABLES[table]
-            entry: dict[str, Any] = {
-                "removed": sorted(change.removed),
-                "masks": sorted(change.masks),
-                "rows": None,
-            }
-            if change.rows:
-                arrow = pa.Table.from_pylist(change.rows, schema=spec.schema)
-                arrows[table] = arrow
-                sink = pa.BufferOutputStream()
-                with pa.ipc.new_stream(sink, spec.schema) as writer:
-                    writer.write_table(arrow)
-                blob = sink.getvalue().to_pybytes()
-                entry["rows"] = [size, len(blob)]
-                blobs.append(blob)
-                size += len(blob)
-            head["tables"][table] = entry
-        header = orjson.dumps(head)
-        _write_file(
-            self._part_path(name), len(header).to_bytes(4, "little") + header + b"".join(blobs)
+        arrows = {
+            table: pa.Table.from_pylist(change.rows, schema=TABLES[table].schema)
+            for table, change in changes.items()
+            if change.rows
+        }
+        self._write_part(
+            name,
+            {
+                table: (sorted(change.removed), sorted(change.masks), arrows.get(table))
+                for table, change in changes.items()
+                if change
+            },
         )
         msgs = changes.get("messages")
         new = Manifest(
@@ -621,6 +606,72 @@ class Catalog:
         self.manifest = new
         self._manifest_stat = self._manifest_key()
         self._make_views()
+
+    def _write_part(
+        self, name: str, tables: Mapping[str, tuple[list[Any], list[Any], pa.Table | None]]
+    ) -> None:
+        """Write a part file: a JSON header, then an Arrow IPC stream of rows per table, each
+        table's change being (keys removed, mask values added, rows)."""
+        head: dict[str, Any] = {"tables": {}}
+        blobs: list[bytes] = []
+        size = 0
+        for table, (removed, masks, rows) in tables.items():
+            entry: dict[str, Any] = {"removed": removed, "masks": masks, "rows": None}
+            if rows is not None and rows.num_rows:
+                sink = pa.BufferOutputStream()
+                with pa.ipc.new_stream(sink, rows.schema) as writer:
+                    writer.write_table(rows)
+                blob = sink.getvalue().to_pybytes()
+                entry["rows"] = [size, len(blob)]
+                blobs.append(blob)
+                size += len(blob)
+            head["tables"][table] = entry
+        header = orjson.dumps(head)
+        _write_file(
+            self._part_path(name), len(header).to_bytes(4, "little") + header + b"".join(blobs)
+        )
+
+    def needs_merge(self) -> bool:
+        return self.manifest is not None and len(self.manifest.parts) > MAX_PARTS
+
+    def merge_parts(self) -> None:
+        """Fold every part into one, holding what the delta tables hold (under the lock).
+
+        Many parts cost each process a file read when it loads them, so they are kept few;
+        folding them into the base instead would rewrite every message (about 10 s and
+        gigabytes at a million messages) every MAX_PARTS refreshes. This costs what the parts
+        hold. Other processes see parts that do not extend the ones they loaded, and load the
+        merged one from scratch (``load``).
+        """
+        m = self.manifest
+        assert m is not None
+        name = new_name(m.seq + 1)
+        tables: dict[str, tuple[list[Any], list[Any], pa.Table | None]] = {}
+        counts: dict[str, int] = {}
+        for spec in TABLES.values():
+            delta = f"{self.DELTA}.{spec.name}"
+            names = ", ".join(_q(n) for n in spec.names)
+            rows = self.con.sql(f"SELECT {names} FROM {delta}").to_arrow_table().cast(spec.schema)
+            masks = sorted(r[0] for r in self.run(f"SELECT m FROM {delta}_mask"))
+            tables[spec.name] = ([], masks, rows)
+            counts[spec.name] = rows.num_rows + len(masks)
+        self._write_part(name, tables)
+        new = Manifest(
+            identity=m.identity,
+            base=m.base,
+            index=m.index,
+            parts=[name],
+            seq=m.seq + 1,
+            index_opstamp=m.index_opstamp,
+            delta_rows=sum(counts.values()),
+            purge_debt=m.purge_debt,
+            message_rows=counts["messages"],
+        )
+        write_manifest(self.folder, new)
+        self._loaded_parts = [name]
+        self.manifest = new
+        self._manifest_stat = self._manifest_key()
+        self.collect_garbage()
 
     def set_index_opstamp(self, opstamp: int) -> None:
         """Record a search-index commit that changed no catalog row (stale documents removed)."""
@@ -654,11 +705,7 @@ class Catalog:
         # session and no message, and folding that in would rewrite every message (measured at
         # a million messages: 9.8 s and 2.6 GB, for rows that a process loads in ~0.1 s).
         small = m.delta_rows - m.message_delta
-        return (
-            len(m.parts) > MAX_PARTS
-            or m.message_delta > limit
-            or small > max(limit, (base_rows or 0) // 2)
-        )
+        return m.message_delta > limit or small > max(limit, (base_rows or 0) // 2)
 
     def base_message_count(self) -> int:
         if self._base_rows is None:  # the base never changes once attached

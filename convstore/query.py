@@ -375,6 +375,8 @@ class QueryLayer:
                 self._rebuild_index(rewrite=True)
             elif catalog.needs_rewrite(catalog.base_message_count()):
                 catalog.rewrite()
+            elif catalog.needs_merge():
+                catalog.merge_parts()
             if only is None:
                 self._refreshed = True
                 self._last_full = time.monotonic()

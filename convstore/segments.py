@@ -35,6 +35,10 @@ class Appender:
         self.roll_bytes = roll_bytes
         self.path: Path | None = None
         self.seq = 0
+        # Segments this appender closed because they passed roll_bytes. Moving on from a
+        # segment that another process closed (a compaction, or another appender's roll) is
+        # not counted: that process has sealing in hand.
+        self.rolls = 0
         self.fd: int | None = None
         self.inode = -1
         self.end = 0  # size of the file as of our last write or check, excluding torn bytes
@@ -168,6 +172,7 @@ class Appender:
                 # is a torn tail that it truncates.
                 with contextlib.suppress(OSError):
                     self._roll()
+                    self.rolls += 1
             return name, start, start + len(frame)
 
     def close_segment(self) -> Path | None:

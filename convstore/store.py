@@ -529,13 +529,16 @@ class Store:
             payload = b"".join(lines)
             frame = frames.encode_frame(payload, self._compressor())
             appender = self._appender(sid)
-            seq = appender.seq
+            rolls = appender.rolls
             name, start, end = appender.append(frame, sync=self.sync == "always")
             for r, (rid, _), at_text in zip(records, stamps, texts, strict=True):
                 if not isinstance(r, Draft):
                     r["id"], r["created_at"] = rid, at_text
             shown = self._note_append(sid, name, start, end, len(payload), records, drafts, stamps)
-            rolled = appender.seq != seq and seq != 0
+            # Only a roll of our own (the segment passed roll_bytes) starts a compaction: the
+            # first append after another process sealed this session moves on to the next
+            # segment too, and compacting again then would rewrite the sealed file for it.
+            rolled = appender.rolls != rolls
         if self.sync == "interval" and self._flusher is None:
             self._start_flusher()
         if rolled and self.auto_compact:

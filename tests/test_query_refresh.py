@@ -170,17 +170,47 @@ class TestIncremental:
         store.refresh()
         assert [r[0] for r in store.sql("SELECT text FROM messages").rows] == ["restored words"]
 
-    def test_parts_are_folded_into_a_new_base_past_the_limit(
+    def test_parts_past_the_limit_are_merged_into_one_and_the_base_is_kept(
         self, store: Store, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         monkeypatch.setattr(catalog_module, "MAX_PARTS", 3)
         s = store.create_session("a")
-        for i in range(5):
-            s.append("user", f"turn {i}")
+        s.append("user", "turn 0")
+        store.refresh()
+        base = manifest(store)["base"]
+        with Store(store.path) as other:  # another catalog, which loaded the parts so far
+            assert count(other) == 1
+            for i in range(1, 8):
+                s.append("user", f"turn {i}")
+                store.refresh()
+            s.edit(s.messages()[0].id, "turn zero")
             store.refresh()
+            m = manifest(store)
+            parts = [str(p) for p in m["parts"]]  # type: ignore[attr-defined]
+            assert len(parts) <= 3
+            assert m["base"] == base, "merging parts must not rewrite the base"
+            for s2 in (store, other):
+                assert count(s2) == 8 and len(s2.search("turn", limit=20)) == 8
+                assert s2.sql("SELECT text FROM messages ORDER BY created_at LIMIT 1").scalar() == (
+                    "turn zero"
+                )
+        files = {p.name for p in (store.path / ".cache" / "catalog").iterdir()}
+        assert {f"part.{p}.arrows" for p in parts} <= files
+        assert len([n for n in files if n.startswith("part.")]) == len(parts)
+
+    def test_parts_holding_many_message_rows_are_folded_into_a_new_base(
+        self, store: Store, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(catalog_module, "MAX_DELTA_ROWS", 10)
+        s = store.create_session("a")
+        s.append("user", "turn 0")
+        store.refresh()
+        base = manifest(store)["base"]
+        s.extend({"role": "user", "content": f"turn {i}"} for i in range(1, 20))
+        store.refresh()
         m = manifest(store)
-        assert len(m["parts"]) <= 3  # type: ignore[arg-type]
-        assert count(store) == 5 and len(store.search("turn")) == 5
+        assert m["base"] != base and m["parts"] == []
+        assert count(store) == 20 and len(store.search("turn", limit=50)) == 20
         names = {p.name for p in (store.path / ".cache" / "catalog").iterdir()}
         assert len([n for n in names if n.startswith("base.")]) == 1
 

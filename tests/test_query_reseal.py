@@ -150,15 +150,20 @@ class TestRefreshAfterCompaction:
     ) -> None:
         path = tmp_path / "store"
         fill(path)
-        with Store(path) as s:
+        # Small segments: the appends of each round roll them, which seals in the background
+        # while this process refreshes and another one compacts.
+        with Store(path, roll_bytes=1024) as s:
             for round in range(3):
                 for i in range(SESSIONS):
-                    s.session(f"chat-{i}").append("user", f"round {round} of {i} quagga")
-                s.refresh()
-                compact_elsewhere(path)  # the next appends roll, and compact in the background
+                    s.session(f"chat-{i}").extend(
+                        {"role": "user", "content": f"round {round} of {i} part {j} quagga"}
+                        for j in range(12)
+                    )
+                    s.refresh()
+                compact_elsewhere(path)
             wait_for_background(s)
             s.refresh()
-            assert len(s.search("quagga")) == 3 * SESSIONS
+            assert len(s.search("quagga", limit=1000)) == 3 * SESSIONS * 12
             got = snapshot(s)
         assert got == rebuilt_snapshot(path)
 

@@ -111,6 +111,38 @@ class Message:
         }
 
 
+# The frozen dataclass's __init__ sets each field with object.__setattr__ (0.8 us a Message
+# here); reads and appends build one per message, so they set the slots directly (0.45 us).
+_SLOTS = tuple(
+    getattr(Message, f).__set__
+    for f in ("id", "session_id", "role", "content", "metadata", "created_at", "edited_at")
+)
+
+
+def make_message(
+    mid: str,
+    session_id: str,
+    role: str,
+    content: Content,
+    metadata: JSONDict,
+    created_at: datetime,
+    edited_at: datetime | None = None,
+    _new: Any = object.__new__,
+    _slots: tuple[Any, ...] = _SLOTS,
+) -> Message:
+    """``Message(...)``, faster: what the dataclass's ``__init__`` does, without its calls."""
+    m: Message = _new(Message)
+    s_id, s_session, s_role, s_content, s_metadata, s_created, s_edited = _slots
+    s_id(m, mid)
+    s_session(m, session_id)
+    s_role(m, role)
+    s_content(m, content)
+    s_metadata(m, metadata)
+    s_created(m, created_at)
+    s_edited(m, edited_at)
+    return m
+
+
 def content_text(content: Content) -> str:
     if isinstance(content, str):
         return content
@@ -347,7 +379,7 @@ def new_message(
     mid: str, session_id: str, fields: JSONDict, at_us: int, when: datetime | None = None
 ) -> Message:
     """The Message of a message record just written (its members after the head: ``fields``)."""
-    return Message(
+    return make_message(
         mid,
         session_id,
         fields["role"],

@@ -578,12 +578,18 @@ class Store:
             if view.hot_offsets.get(name) != start or view._stale:
                 return None
             shown: list[Message | None] = []
-            for r, d, (rid, at) in zip(records, drafts, stamps, strict=True):
-                if isinstance(r, Draft):
-                    shown.append(view.add_new_message(rid, at, d.fields, d.when))
-                else:
-                    view.apply({**r, **d.fields})
-                    shown.append(None)
+            if all(type(r) is Draft for r in records):  # new messages only: an extend
+                batch = [
+                    (rid, at, d.fields, d.when) for d, (rid, at) in zip(drafts, stamps, strict=True)
+                ]
+                shown.extend(view.add_new_messages(batch))
+            else:
+                for r, d, (rid, at) in zip(records, drafts, stamps, strict=True):
+                    if isinstance(r, Draft):
+                        shown.append(view.add_new_message(rid, at, d.fields, d.when))
+                    else:
+                        view.apply({**r, **d.fields})
+                        shown.append(None)
             view.hot_offsets[name] = end
             view.raw_bytes += raw
             view.version += 1

@@ -22,6 +22,7 @@ from __future__ import annotations
 import bisect
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -33,7 +34,7 @@ from . import frames
 from .errors import ConvstoreError, CorruptData, InvalidDate
 from .ids import from_us, parse_us
 from .layout import HOT_RE, SEALED_RE
-from .records import Message, new_message, record_problem
+from .records import Message, make_message, new_message, record_problem
 from .sealed import read_sealed
 
 Key = tuple[int, str]
@@ -391,6 +392,41 @@ class SessionView:
         self._put(msg, key, "")
         return msg
 
+    def add_new_messages(
+        self, batch: Sequence[tuple[str, int, dict[str, Any], datetime | None]]
+    ) -> list[Message]:
+        """``add_new_message`` for a batch of (id, time, fields, when): an ``extend``. Its
+        messages usually come in time order after everything the view holds, and then go in
+        with one extend of each list instead of an insert each."""
+        sid = self.session_id
+        msgs = [
+            make_message(
+                mid,
+                sid,
+                f["role"],
+                f["content"],
+                f.get("metadata") or {},
+                from_us(at) if when is None else when,
+            )
+            for mid, at, f, when in batch
+        ]
+        keys = [(at, mid) for mid, at, _, _ in batch]
+        if not keys:
+            return msgs
+        self._note_key(min(keys))
+        self._note_key(max(keys))
+        order_keys = self.order_keys
+        if (not order_keys or order_keys[-1] < keys[0]) and keys == sorted(keys):
+            order_keys.extend(keys)
+            self.order.extend(msgs)
+            mids = [k[1] for k in keys]
+            self.messages.update(zip(mids, msgs, strict=True))
+            self.msg_version.update(dict.fromkeys(mids, ""))
+        else:
+            for key, msg in zip(keys, msgs, strict=True):
+                self._put(msg, key, "")
+        return msgs
+
     def _apply_message(self, r: dict[str, Any], key: Key) -> None:
         mid = r["id"]
         if mid in self.deleted:
@@ -404,7 +440,7 @@ class SessionView:
         old_version = self.msg_version.get(mid)
         if old_version is not None and old_version >= version and pending is None:
             return  # a copy we already have, or an older version of it
-        msg = Message(
+        msg = make_message(
             mid,
             self.session_id,
             r["role"],
@@ -514,6 +550,6 @@ def _order_key(msg: Message) -> Key:
 
 
 def _revised(msg: Message, content: Any, edited_at: datetime | None) -> Message:
-    return Message(
+    return make_message(
         msg.id, msg.session_id, msg.role, content, msg.metadata, msg.created_at, edited_at
     )

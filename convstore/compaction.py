@@ -325,7 +325,7 @@ def _compact_session(store: Store, sid: str, lineage: _Lineage) -> SessionCompac
         keep = write_sealed(folder, out)
         result.sealed = keep.name
         result.bytes_out = _file_size(keep)
-        result.note = _note(sid, keep, out, inputs.files)
+        result.note = _note(sid, keep, inputs.sealable, out, inputs.files)
     # The new file is durable (write_sealed fsynced it and the folder) before any input goes,
     # so a crash from here on leaves duplicates that readers de-duplicate, never a loss.
     # The unlinks happen under the session lock because an appender of this clone that still
@@ -348,9 +348,18 @@ def _input_file(kind: str, path: Path) -> InputFile:
 
 
 def _note(
-    sid: str, sealed: Path, out: list[Record], files: dict[str, InputFile]
+    sid: str, sealed: Path, sealable: list[Record], out: list[Record], files: dict[str, InputFile]
 ) -> SealNote | None:
-    """What the new sealed file replaces, for this clone's catalog (sealnotes.py)."""
+    """What the new sealed file replaces, for this clone's catalog (sealnotes.py); None when
+    the session no longer reads exactly like its inputs.
+
+    The messages, states and checkpoints a reader shows are the same (that is what purging
+    keeps), but a session's first record and latest activity are taken over every record
+    read, so purging the record that held either moves the session's ``created_at`` or
+    ``updated_at``: then the catalog must read the session again.
+    """
+    if _span(sealable) != _span(out):
+        return None
     try:
         st = sealed.stat()
     except OSError:
@@ -360,6 +369,24 @@ def _note(
     raw = sum(len(orjson.dumps(r)) + 1 for r in out)
     inputs = {n: f for n, f in files.items() if n != sealed.name}
     return SealNote(sid, sealed.name, st.st_size, st.st_ino, raw, len(out), inputs)
+
+
+def _span(records: list[Record]) -> tuple[Key | None, int | None]:
+    """The first (time, id) of ``records`` and their latest activity (a record's time, or a
+    folded edit's), as a reader takes them (view.py)."""
+    first: Key | None = None
+    last: int | None = None
+    for r in records:
+        at = parse_us(r["created_at"])
+        key = (at, r["id"])
+        if first is None or key < first:
+            first = key
+        edited = r.get("edited_at")
+        if isinstance(edited, str):
+            at = max(at, parse_us(edited))
+        if last is None or at > last:
+            last = at
+    return first, last
 
 
 def _leave_notes(store: Store, results: Sequence[SessionCompaction]) -> None:

@@ -190,12 +190,20 @@ def reseal(
         if note is None or name in used:
             return False
         used.add(name)
+        if name in names:
+            # The file as the compaction wrote it: not cut short or replaced since. (A flipped
+            # bit of the same size passes; check() verifies every sealed file's hash.)
+            fst = os.stat(f"{folder}/{name}")
+            if (fst.st_size, fst.st_ino) != (note.size, note.inode):
+                return False
         for input_name, f in note.inputs.items():
             held = files.get(input_name)
             if held is None and f.kind == "sealed" and absorb(input_name):
                 held = files.get(input_name)
             if held is None or (held.kind, held.inode) != (f.kind, f.inode):
                 return False
+            if held.kind == "sealed" and held.records == 0:
+                return False  # it failed verification when read: none of its records are in
             # Read in full: to its end, or to the end marker the compaction wrote to close it.
             full = (f.size, f.size - len(END_MARKER)) if f.kind == "hot" else (f.size,)
             if held.ingested not in full:
@@ -206,10 +214,10 @@ def reseal(
         )
         return True
 
-    for name in sorted(names - files.keys()):
-        if SEALED_RE.fullmatch(name) and not absorb(name):
-            return None
     try:
+        for name in sorted(names - files.keys()):
+            if SEALED_RE.fullmatch(name) and not absorb(name):
+                return None
         for name in names - files.keys():
             # A compaction opens the next hot segment, empty, when it closes the current one.
             fst = os.stat(f"{folder}/{name}")
@@ -252,6 +260,18 @@ class TrackingView(SessionView):
     @property
     def pending(self) -> bool:
         return self.full or self.dirty
+
+    def refresh(self) -> bool:
+        # Positions can move with no record read: an end marker another process wrote, the
+        # empty segment it opened. The catalog's files rows must follow them too.
+        before = self._files_shape()
+        changed = super().refresh()
+        if self._files_shape() != before:
+            self.dirty = True
+        return changed
+
+    def _files_shape(self) -> tuple[object, ...]:
+        return (dict(self.hot_offsets), frozenset(self.closed), frozenset(self.sealed))
 
     def take_notes(self, notes: Mapping[str, SealNote]) -> bool:
         """Swap the files that compactions replaced for the sealed files that replaced them,

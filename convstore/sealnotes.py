@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,6 +106,9 @@ def read_notes(store_path: Path) -> Notes:
     except FileNotFoundError:
         return found
     for name in names:
+        if name.endswith(".tmp"):
+            _remove_if_stale(folder / name)  # a writer that died between write and rename
+            continue
         if not name.endswith(".json"):
             continue
         got = _parse(folder / name)
@@ -116,6 +120,12 @@ def read_notes(store_path: Path) -> Notes:
         for note in got:
             found.by_session.setdefault(note.session, {})[note.sealed] = note
     return found
+
+
+def _remove_if_stale(path: Path, age_s: float = 3600.0) -> None:
+    with contextlib.suppress(OSError):
+        if time.time() - path.stat().st_mtime > age_s:
+            path.unlink()
 
 
 def _parse(path: Path) -> list[SealNote] | None:

@@ -578,7 +578,7 @@ class Store:
             if view.hot_offsets.get(name) != start or view._stale:
                 return None
             shown: list[Message | None] = []
-            if all(type(r) is Draft for r in records):  # new messages only: an extend
+            if len(records) > 1 and all(type(r) is Draft for r in records):  # an extend
                 batch = [
                     (rid, at, d.fields, d.when) for d, (rid, at) in zip(drafts, stamps, strict=True)
                 ]

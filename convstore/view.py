@@ -399,17 +399,7 @@ class SessionView:
         messages usually come in time order after everything the view holds, and then go in
         with one extend of each list instead of an insert each."""
         sid = self.session_id
-        msgs = [
-            make_message(
-                mid,
-                sid,
-                f["role"],
-                f["content"],
-                f.get("metadata") or {},
-                from_us(at) if when is None else when,
-            )
-            for mid, at, f, when in batch
-        ]
+        msgs = [new_message(mid, sid, f, at, when) for mid, at, f, when in batch]
         keys = [(at, mid) for mid, at, _, _ in batch]
         if not keys:
             return msgs

@@ -36,9 +36,10 @@ with Store(sys.argv[1]) as s:
 """
 
 
-def fill(path: Path) -> None:
-    with Store(path) as s:
-        for i in range(SESSIONS):
+def fill(path: Path, sessions: int = SESSIONS, messages: int = 30) -> None:
+    """Sessions with metadata, an edit, a delete and a state each, read by a refresh."""
+    with Store(path, auto_compact=False) as s:
+        for i in range(sessions):
             sess = s.create_session(f"chat-{i}", title=f"chat {i}", user_id=f"u{i % 2}")
             msgs = sess.extend(
                 {
@@ -47,10 +48,11 @@ def fill(path: Path) -> None:
                     "metadata": {"model": "m1", "usage": {"input_tokens": j}} if j % 2 else {},
                     "created_at": T0 + timedelta(days=i, minutes=j),
                 }
-                for j in range(30)
+                for j in range(messages)
             )
             sess.edit(msgs[3].id, f"edited three of chat {i}")
             sess.delete_message(msgs[4].id)
+            sess.save_state({"step": i})
         s.refresh()
 
 

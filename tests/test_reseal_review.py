@@ -22,6 +22,7 @@ from convstore.compaction import compact, wait_for_background
 from convstore.sealnotes import notes_dir, read_notes
 
 from .conftest import run_python, start_python
+from .test_query_reseal import fill
 
 T0 = datetime(2026, 3, 1, tzinfo=timezone.utc)
 
@@ -101,25 +102,6 @@ with Store(sys.argv[1], auto_compact=False) as s:
 
 
 # -- helpers ------------------------------------------------------------------------------------
-
-
-def fill(path: Path, sessions: int = 6, messages: int = 12) -> None:
-    with Store(path, auto_compact=False) as s:
-        for i in range(sessions):
-            sess = s.create_session(f"chat-{i}", title=f"chat {i}", user_id=f"u{i % 2}")
-            msgs = sess.extend(
-                {
-                    "role": "user" if j % 2 == 0 else "assistant",
-                    "content": f"message {j} of chat {i} about topic{j % 5}",
-                    "metadata": {"model": "m1", "usage": {"input_tokens": j}} if j % 2 else {},
-                    "created_at": T0 + timedelta(days=i, minutes=j),
-                }
-                for j in range(messages)
-            )
-            sess.edit(msgs[3].id, f"edited three of chat {i}")
-            sess.delete_message(msgs[4].id)
-            sess.save_state({"step": i})
-        s.refresh()
 
 
 def snapshot(s: Store, *, inodes: bool = True) -> Snapshot:
@@ -278,7 +260,7 @@ class TestSessionTimesAfterACompactionANoteExplains:
         self, tmp_path: Path
     ) -> None:
         path = tmp_path / "store"
-        fill(path, sessions=2)
+        fill(path, sessions=2, messages=12)
         with Store(path, auto_compact=False) as s:
             chat = s.session("chat-0")
             chat.append("user", "held open")
@@ -349,7 +331,7 @@ class TestASealedFileDamagedAfterItsNote:
         self, tmp_path: Path
     ) -> None:
         path = tmp_path / "store"
-        fill(path, sessions=2)
+        fill(path, sessions=2, messages=12)
         compact_elsewhere(path)
         [sealed] = [p for n, p in folder_files(path, "chat-0").items() if n.startswith("sealed.")]
         with open(sealed, "r+b") as fh:
@@ -372,7 +354,7 @@ class TestASegmentClosedByAnotherProcess:
         self, tmp_path: Path
     ) -> None:
         path = tmp_path / "store"
-        fill(path, sessions=1)
+        fill(path, sessions=1, messages=12)
         with Store(path, auto_compact=False) as s:
             s.session("chat-0").append("user", "held open")
             s.refresh()
@@ -397,7 +379,7 @@ class TestEditsAndDeletesAroundSealing:
         self, tmp_path: Path
     ) -> None:
         path = tmp_path / "store"
-        fill(path, sessions=4)
+        fill(path, sessions=4, messages=12)
         with Store(path, auto_compact=False) as s:
             s.refresh()
             a, b = s.session("chat-0"), s.session("chat-1")
@@ -437,7 +419,7 @@ class TestEditsAndDeletesAroundSealing:
         self, tmp_path: Path
     ) -> None:
         path = tmp_path / "store"
-        fill(path, sessions=3)
+        fill(path, sessions=3, messages=12)
         compact_elsewhere(path)
         with Store(path) as s:
             s.refresh()
@@ -539,7 +521,7 @@ class TestCompactionRacingThisProcess:
 class TestFilesChangedByHand:
     def test_a_pull_from_a_clone_that_sealed_the_same_session_is_read(self, tmp_path: Path) -> None:
         a = tmp_path / "a"
-        fill(a, sessions=3)
+        fill(a, sessions=3, messages=12)
         compact_elsewhere(a)
         b = tmp_path / "b"
         shutil.copytree(a, b, ignore=shutil.ignore_patterns(".cache"))  # a clone: its own writer
@@ -571,7 +553,7 @@ class TestFilesChangedByHand:
         self, tmp_path: Path
     ) -> None:
         path = tmp_path / "store"
-        fill(path, sessions=2)
+        fill(path, sessions=2, messages=12)
         saved = tmp_path / "saved"
         shutil.copytree(path / "sessions" / "chat-0", saved)
         compact_elsewhere(path)
@@ -588,7 +570,7 @@ class TestFilesChangedByHand:
         self, tmp_path: Path
     ) -> None:
         path = tmp_path / "store"
-        fill(path, sessions=2)
+        fill(path, sessions=2, messages=12)
         compact_elsewhere(path)
         [sealed] = [p for n, p in folder_files(path, "chat-0").items() if n.startswith("sealed.")]
         sealed.unlink()  # a revert: the session's messages are gone with it
@@ -603,7 +585,7 @@ class TestFilesChangedByHand:
 class TestPartReadSegments:
     def test_a_torn_tail_the_catalog_left_out_is_read_after_the_seal(self, tmp_path: Path) -> None:
         path = tmp_path / "store"
-        fill(path, sessions=2)
+        fill(path, sessions=2, messages=12)
         with Store(path, auto_compact=False) as s:
             s.session("chat-0").append("user", "in flight walrus")
         [hot] = [p for n, p in folder_files(path, "chat-0").items() if n.startswith("hot.")]
@@ -629,7 +611,7 @@ class TestNotesOverTime:
         self, tmp_path: Path
     ) -> None:
         path = tmp_path / "store"
-        fill(path, sessions=3)
+        fill(path, sessions=3, messages=12)
         for _ in range(3):  # each compaction frees inodes the next files may reuse
             write_elsewhere(path, "s.session('chat-0').append('user', 'unread zebra')")
             compact_elsewhere(path)
@@ -645,7 +627,7 @@ class TestNotesOverTime:
         self, tmp_path: Path
     ) -> None:
         path = tmp_path / "store"
-        fill(path, sessions=2)
+        fill(path, sessions=2, messages=12)
         with Store(path, auto_compact=False) as s:
             s.refresh()
             compact_elsewhere(path)
@@ -660,7 +642,7 @@ class TestNotesOverTime:
 
     def test_notes_left_when_the_cache_was_rebuilt_change_nothing(self, tmp_path: Path) -> None:
         path = tmp_path / "store"
-        fill(path, sessions=3)
+        fill(path, sessions=3, messages=12)
         compact_elsewhere(path)
         rebuilt(path)  # the notes stay: the rebuild reads everything
         require(bool(read_notes(path).files), "the notes outlived the cache")
@@ -677,7 +659,7 @@ class TestNotesOverTime:
         self, tmp_path: Path
     ) -> None:
         path = tmp_path / "store"
-        fill(path, sessions=3)
+        fill(path, sessions=3, messages=12)
         compact_elsewhere(path)
         copy = tmp_path / "copy"
         shutil.copytree(path, copy)  # .cache and its notes too: the copy's files have new inodes
@@ -693,7 +675,7 @@ class TestPartialRefreshes:
         self, tmp_path: Path
     ) -> None:
         path = tmp_path / "store"
-        fill(path, sessions=4)
+        fill(path, sessions=4, messages=12)
         with Store(path, auto_compact=False) as s:
             s.refresh()
             layer = s._query_layer()
@@ -725,7 +707,7 @@ class TestTheRewriteRule:
         self, tmp_path: Path
     ) -> None:
         path = tmp_path / "store"
-        fill(path, sessions=3)
+        fill(path, sessions=3, messages=12)
         with Store(path, auto_compact=False) as s:
             s.refresh()
             s.session("chat-0").append("user", "a part before the upgrade")
@@ -758,7 +740,7 @@ class TestTheRewriteRule:
         self, tmp_path: Path, message_rows: int | None, delta_rows: int, rewrites: bool
     ) -> None:
         path = tmp_path / "store"
-        fill(path, sessions=2)
+        fill(path, sessions=2, messages=12)
         with Store(path, auto_compact=False) as s:
             s.session("chat-0").append("user", "a part")
             s.refresh()

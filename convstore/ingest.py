@@ -34,7 +34,7 @@ from typing import Any
 
 import orjson
 
-from .catalog import TABLES, Catalog, Row, TableChanges, in_list
+from .catalog import TABLES, Catalog, Row, TableChanges
 from .errors import InvalidInput
 from .ids import from_us, to_us, validate_session_id
 from .layout import HOT_RE, SEALED_RE
@@ -707,9 +707,8 @@ def _select(
     wanted = sorted(keys)
     if not wanted:
         return []
-    return catalog.rows(
-        f"SELECT {columns} FROM ({catalog.live_rows(table, in_list(column, wanted))})"
-    )
+    with catalog.in_keys(column, wanted) as where:
+        return catalog.rows(f"SELECT {columns} FROM ({catalog.live_rows(table, where)})")
 
 
 def _group(rows: list[tuple[Any, ...]], sids: Iterable[str]) -> dict[str, dict[Any, Any]]:

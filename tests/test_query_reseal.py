@@ -7,7 +7,10 @@ import shutil
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import pytest
+
 from convstore import Store
+from convstore import catalog as catalog_module
 from convstore.compaction import wait_for_background
 from convstore.ingest import FilePos, FolderPos, reseal
 from convstore.sealnotes import InputFile, SealNote, notes_dir, read_notes
@@ -236,5 +239,27 @@ class TestRefreshAfterCompaction:
             compact_elsewhere(path)
             s.refresh()
             assert s._query_layer().resealed == SESSIONS
+            got = snapshot(s)
+        assert got == rebuilt_snapshot(path)
+
+
+class TestLongKeyLists:
+    def test_keys_sent_to_duckdb_as_a_table_give_the_catalog_a_rebuild_gives(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # A full compaction of a large store sends tens of thousands of keys at once; here
+        # every list of more than one key takes that path.
+        monkeypatch.setattr(catalog_module, "_BIG_LIST", 1)
+        path = tmp_path / "store"
+        fill(path)
+        compact_elsewhere(path)
+        with Store(path, auto_compact=False) as s:
+            s.refresh()
+            assert s._query_layer().resealed == SESSIONS
+            chat = s.session("chat-1")
+            chat.extend({"role": "user", "content": f"late {j} ibex"} for j in range(5))
+            chat.delete_message(chat.messages()[0].id)
+            s.refresh()
+            assert len(s.search("ibex")) == 5
             got = snapshot(s)
         assert got == rebuilt_snapshot(path)

@@ -127,6 +127,11 @@ def _replay(positions: dict[str, FolderPos], log: list[tuple[str, list[Any], lis
                 folder.mtime_ns, folder.listed_at_ns = r["mtime_ns"], r["listed_at_ns"]
 
 
+def _segment_names(folder: str) -> set[str]:
+    """The hot and sealed segment files in a session folder (FileNotFoundError if it is gone)."""
+    return {n for n in os.listdir(folder) if HOT_RE.fullmatch(n) or SEALED_RE.fullmatch(n)}
+
+
 def folder_changed(folder: str, pos: FolderPos) -> tuple[bool | None, bool]:
     """(changed, settled): changed is None when the folder is gone.
 
@@ -144,7 +149,7 @@ def folder_changed(folder: str, pos: FolderPos) -> tuple[bool | None, bool]:
     if st.st_mtime_ns != pos.mtime_ns or pos.listed_at_ns - st.st_mtime_ns < _RACY_NS:
         listed_at = time.time_ns()
         try:
-            names = {n for n in os.listdir(folder) if HOT_RE.fullmatch(n) or SEALED_RE.fullmatch(n)}
+            names = _segment_names(folder)
         except FileNotFoundError:
             return None, False
         if names != pos.files.keys():
@@ -179,7 +184,7 @@ def reseal(
     listed_at = time.time_ns()
     try:
         st = os.stat(folder)  # before the listing, as in folder_changed (the racy-mtime rule)
-        names = {n for n in os.listdir(folder) if HOT_RE.fullmatch(n) or SEALED_RE.fullmatch(n)}
+        names = _segment_names(folder)
     except FileNotFoundError:
         return None
     files = dict(pos.files)
@@ -785,19 +790,18 @@ def plan(
         _select(catalog, "session_id, _key, record_id", "checkpoints", "session_id", cp_sids),
         sids,
     )
-    # ... and for views that dropped files (a compaction a note explained: take_notes).
+    # ... and for views that dropped files (a compaction a note explained: take_notes), and
+    # for folders that only moved.
     known_positions = catalog.positions or {}
-    file_sids = set(full_sids)
-    for u in updates:
-        before = known_positions.get(u.session_id)
-        dropped = (
-            u.view is not None
-            and before is not None
-            and before.files.keys() - u.view.positions().files.keys()
-        )
-        if dropped:
-            file_sids.add(u.session_id)
-    old_files = _group(_select(catalog, "session_id, _key", "files", "session_id", file_sids), sids)
+    now_positions = {u.session_id: u.view.positions() for u in updates if u.view is not None}
+    file_sids = set(full_sids) | set(moved)
+    for sid, now_pos in now_positions.items():
+        before = known_positions.get(sid)
+        if before is not None and before.files.keys() - now_pos.files.keys():
+            file_sids.add(sid)
+    old_files = _group(
+        _select(catalog, "session_id, _key", "files", "session_id", file_sids), [*sids, *moved]
+    )
 
     msgs = tables["messages"]
     for u in updates:
@@ -805,7 +809,7 @@ def plan(
         old = existing.get(sid, {})
         before = known_positions.get(sid)
         if before is not None:
-            now = {} if view is None else view.positions().files
+            now = {} if view is None else now_positions[sid].files
             result.files_gone = result.files_gone or any(
                 name not in now or now[name].size < fp.size or now[name].inode != fp.inode
                 for name, fp in before.files.items()
@@ -847,8 +851,7 @@ def plan(
                     if prev[0] is not None:
                         msgs.masks.add(prev[0])
                 index.add.append((row, fields))
-            pos = view.positions()
-            tables["sessions"].rows.append(session_row(view, pos))
+            tables["sessions"].rows.append(session_row(view, now_positions[sid]))
             tables["sessions"].masks.add(sid)
             _diff_states(tables["states"], view, old_states.get(sid, {}), sid in whole)
             if sid in cp_sids:
@@ -860,7 +863,7 @@ def plan(
             tables["folders"].masks.add(sid)
             _remove_keys(files, old_files.get(sid, {}))
             continue
-        _record_positions(tables, sid, view.positions(), old_files.get(sid, {}))
+        _record_positions(tables, sid, now_positions[sid], old_files.get(sid, {}))
     if moved:
         # Compacted, and nothing else: the rows stand, the files and the storage figures move.
         result.files_gone = True
@@ -879,11 +882,8 @@ def plan(
             row["disk_bytes"] = sum(f.size for f in files_now)
             tables["sessions"].rows.append(row)
             tables["sessions"].masks.add(row["id"])
-        old_moved = _group(
-            _select(catalog, "session_id, _key", "files", "session_id", moved), moved
-        )
         for sid, pos in moved.items():
-            _record_positions(tables, sid, pos, old_moved.get(sid, {}))
+            _record_positions(tables, sid, pos, old_files.get(sid, {}))
     done = set(sids) | set(moved)
     for sid in settled:
         pos_held = known_positions.get(sid)

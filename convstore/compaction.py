@@ -5,19 +5,19 @@ For each session, holding the clone's compaction lock (``.cache/locks/compaction
 1. Under the session lock, only long enough to write an end marker, this clone's current hot
    segment is closed (``Appender.close_segment``). Appends from any process move on to the next
    sequence number; they never wait for the rest of the compaction.
-2. Without the lock, the session's files are read. Sealable input: every closed hot segment
-   (any clone's: an end marker makes a segment final) and every sealed file. Context: every
-   other hot segment (open segments of other clones, our own current one). Context records
-   only inform decisions; those files are never rewritten or deleted here, because their
-   writer may still append to them.
+2. Without the lock, the session's files are read. Sealable input: the files this clone owns
+   (its closed hot segments and its own sealed files). Context: everything else (other clones'
+   segments and sealed files, format 1's sealed files, our own current segment). Context
+   records only inform decisions; those files are never rewritten or deleted here: a file is
+   only ever removed by its owner, which is what keeps git merges free of conflicts.
 3. The sealable records are purged (:func:`purge`): deleted messages and their edits go, the
    newest edit is folded into its message, checkpoints removed by a ``cp_delete`` go, duplicate
    blobs go; a dropped session keeps only its bare ``session`` and ``drop`` records, and the
    messages a live branch still inherits.
 4. What is left is written as ONE sealed file (``sealed.write_sealed``: temporary file, fsync,
    rename, directory fsync).
-5. Only then, under the session lock again, are the inputs deleted: the closed hot segments and
-   the older sealed files.
+5. Only then, under the session lock again, are the inputs deleted: our closed hot segments and
+   our older sealed files.
 
 Why a reader never sees a partial state: between 4 and 5 both the new file and its inputs exist;
 readers de-duplicate by id and take the newest version of a message, so the overlap reads exactly
@@ -292,7 +292,7 @@ def _compact_session(store: Store, sid: str, lineage: _Lineage) -> SessionCompac
     except (FileNotFoundError, NotADirectoryError):
         result.skipped = "no folder"
         return result
-    if any(_owner(n) == writer for n in names):
+    if any(layout.owner(n) == writer for n in names):
         # One of the two short steps under the session lock: an end marker, an fdatasync and a
         # new empty segment. Appenders in other processes see the size change under the same
         # lock and move on to the next sequence number.
@@ -301,11 +301,11 @@ def _compact_session(store: Store, sid: str, lineage: _Lineage) -> SessionCompac
             _forget_removed_segment(appender)
             appender.close_segment()
         names = os.listdir(folder)
-    inputs = _read_inputs(folder, names)
+    inputs = _read_inputs(folder, names, writer)
     if inputs.problem is not None:
         result.skipped = f"not compacted: {inputs.problem}; run `convstore check`"
         return result
-    if not inputs.hot and len(inputs.sealed) <= 1 and not inputs.context:
+    if not inputs.hot and (not inputs.sealed or (len(inputs.sealed) == 1 and not inputs.context)):
         result.skipped = "nothing to do"
         return result
     needed = lineage.needed_until(sid) if _is_dropped(inputs) else None
@@ -322,7 +322,7 @@ def _compact_session(store: Store, sid: str, lineage: _Lineage) -> SessionCompac
     result.records_purged = stats.records_purged
     keep: Path | None = None
     if out:
-        keep = write_sealed(folder, out)
+        keep = write_sealed(folder, out, writer)
         result.sealed = keep.name
         result.bytes_out = _file_size(keep)
         result.note = _note(sid, keep, inputs.sealable, out, inputs.files)
@@ -410,11 +410,6 @@ def _forget_removed_segment(appender: Appender) -> None:
             appender._close_fd()
 
 
-def _owner(name: str) -> str | None:
-    m = layout.HOT_RE.fullmatch(name)
-    return m.group(1) if m else None
-
-
 def _file_size(path: Path) -> int:
     try:
         return path.stat().st_size
@@ -426,13 +421,22 @@ def _is_dropped(inputs: _Inputs) -> bool:
     return any(r.get("kind") == "drop" for r in _chain(inputs.sealable, inputs.context))
 
 
-def _read_inputs(folder: Path, names: list[str]) -> _Inputs:
-    """Read a session's files, sorting them into what may be sealed and what is context."""
+def _read_inputs(folder: Path, names: list[str], writer: str) -> _Inputs:
+    """Read a session's files, sorting them into what may be sealed and what is context.
+
+    Only files that this clone owns may be sealed and removed: its closed hot segments and
+    its own sealed files. Everything else (other clones' segments, open or closed, their
+    sealed files, and format 1's sealed files, which name no owner) is read as context and
+    left alone. That rule is what keeps git merges free of conflicts: a file is removed by
+    one clone at most, so git can never see two sides replace it, which its rename detection
+    reports as rename/rename or rename/delete (FORMAT.md, section 8).
+    """
     inputs = _Inputs()
     sid = folder.name
     for name in sorted(names):
         path = folder / name
-        if layout.SEALED_RE.fullmatch(name):
+        sealed_match = layout.SEALED_RE.fullmatch(name)
+        if sealed_match:
             try:
                 records = read_sealed(path)
             except FileNotFoundError:
@@ -441,9 +445,12 @@ def _read_inputs(folder: Path, names: list[str]) -> _Inputs:
             except CorruptData as e:
                 inputs.problem = str(e)
                 return inputs
-            inputs.sealed.append(path)
-            inputs.sealable.extend(records)
-            inputs.files[name] = _input_file("sealed", path)
+            if sealed_match.group(1) == writer:
+                inputs.sealed.append(path)
+                inputs.sealable.extend(records)
+                inputs.files[name] = _input_file("sealed", path)
+            else:
+                inputs.context.extend(records)
         elif layout.HOT_RE.fullmatch(name):
             try:
                 data = path.read_bytes()
@@ -457,13 +464,10 @@ def _read_inputs(folder: Path, names: list[str]) -> _Inputs:
                 inputs.problem = f"{path} holds a frame that does not decode ({e})"
                 return inputs
             damaged = [d for d in scan.damage if not d.torn]
-            # A closed segment is final, whichever clone wrote it: nobody appends after an end
-            # marker, so its owner never changes it again, and a clone that seals and deletes
-            # it cannot meet a change to it in a git merge (a deletion on both sides, or on
-            # one side of an unchanged file, merges cleanly). That is what lets a retired
-            # clone's closed segments be sealed by the clones that remain. A damaged one stays
-            # where it is, for check() to report and a human to restore.
-            if scan.closed and not damaged:
+            # Our own segment closed by an end marker is final: no process of this clone
+            # appends after the marker. A damaged one stays where it is, for check() to
+            # report and a human to restore.
+            if layout.owner(name) == writer and scan.closed and not damaged:
                 inputs.hot.append(path)
                 inputs.sealable.extend(records)
                 inputs.files[name] = _input_file("hot", path)
@@ -641,6 +645,8 @@ def purge(
         candidates = [e for e in (own_edits.get(mid), context_edits.get(mid)) if e is not None]
         best = max(candidates, key=lambda e: str(e["id"]), default=None)
         if best is not None and best["id"] > _version(msg):
+            if best is not own_edits.get(mid):
+                stats.edits_folded += 1  # another clone's edit: the content it replaced goes
             msg = _fold(msg, best)
         kept.append(msg)
     stats.messages_purged += len(purged_messages)

@@ -82,12 +82,13 @@ def _schema() -> Any:
 _OWN_COLUMNS = ("id", "kind", "session", "created_at", "role")
 
 
-def write_sealed(folder: Path, records: Iterable[dict[str, Any]]) -> Path:
-    """Write records as a sealed file in ``folder``; return its path (content-named).
+def write_sealed(folder: Path, records: Iterable[dict[str, Any]], writer: str) -> Path:
+    """Write records as a sealed file of ``writer`` in ``folder``; return its path, named by
+    its owner and its content.
 
-    Atomic: a temporary file is written and fsynced, renamed to its hash name, and the folder
-    fsynced. Two clones sealing the same records write the same bytes under the same name, so
-    git sees one file, not a conflict.
+    Atomic: a temporary file is written and fsynced, renamed to its name, and the folder
+    fsynced. The owner in the name is what keeps git merges clean: only the owner ever removes
+    the file, so no two clones can both replace it (FORMAT.md, section 8).
     """
     import pyarrow.parquet as pq
 
@@ -130,7 +131,7 @@ def write_sealed(folder: Path, records: Iterable[dict[str, Any]]) -> Path:
         write_page_checksum=True,
     )
     digest = file_digest(tmp)
-    final = folder / sealed_name(digest)
+    final = folder / sealed_name(writer, digest)
     with open(tmp, "rb") as fh:
         os.fsync(fh.fileno())
     os.replace(tmp, final)
@@ -159,7 +160,7 @@ def read_sealed(path: Path, *, verify: bool = True) -> list[dict[str, Any]]:
     pa = _arrow()
     m = SEALED_RE.fullmatch(path.name)
     data = path.read_bytes()
-    if verify and (m is None or hashlib.sha256(data).hexdigest() != m.group(1)):
+    if verify and (m is None or hashlib.sha256(data).hexdigest() != m.group(2)):
         raise CorruptData(f"{path} does not match its content hash; restore it from git or a clone")
     try:
         # No Arrow threads: use_threads=False and pre_buffer=False (pre-buffering runs on

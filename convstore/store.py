@@ -121,6 +121,9 @@ class Store:
     def writer_id(self) -> str:
         """This clone's writer identity (kept in ``.cache/writer_id``)."""
         if self._writer is None:
+            # Asked for by the first write of this Store (an append, a compaction): the moment
+            # an older store's marker moves to the current format version.
+            layout.migrate(self.path)
             self._writer = layout.writer_id(self.path)
         return self._writer
 

@@ -134,7 +134,7 @@ class TestCompactionKeepsWhatReadersSee:
         name = store.compact("s").sessions[0].sealed
         assert name is not None
         digest = hashlib.sha256((session.path / name).read_bytes()).hexdigest()
-        assert name == f"sealed.{digest}.parquet"
+        assert name == f"sealed.{store.writer_id}.{digest}.parquet"
 
     def test_own_closed_segments_are_sealed_and_the_current_one_stays(self, store: Store) -> None:
         session = store.create_session("s")

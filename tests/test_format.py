@@ -28,7 +28,7 @@ class TestLayout:
     def test_a_new_store_has_its_marker_gitignore_and_gitattributes(self, store: Store) -> None:
         assert json.loads((store.path / "convstore.json").read_text()) == {
             "format": "convstore",
-            "version": 1,
+            "version": 2,
         }
         assert "/.cache/" in (store.path / ".gitignore").read_text()
         assert "*.zst binary" in (store.path / ".gitattributes").read_text()

@@ -52,6 +52,7 @@ from .ids import parse_us, to_us, validate_session_id
 from .locks import store_lock
 from .sealed import read_sealed, write_sealed
 from .sealnotes import InputFile, SealNote, write_notes
+from .view import KEPT_THROUGH_DROP
 
 if TYPE_CHECKING:
     from .segments import Appender
@@ -83,12 +84,11 @@ LOCK_TIMEOUT = 120.0
 _THREADS = 4
 _BATCH = 64
 
-# Kinds a dropped session keeps whatever happens: they say the session existed and was deleted,
-# so that its id is never reused and other clones' unsynced records of it stay hidden.
-_DROP_KEEPS = frozenset(("session", "drop"))
-# What is left of a dropped session's `session` records: no title, user, metadata. `parent`
-# stays while a live branch inherits through the session, since its history depends on it.
-_BARE_FIELDS = ("id", "kind", "session", "created_at")
+# What is left of a dropped session's `session` records: who it belongs to (so that a session
+# revived by a clone that had not seen the drop stays in its user's and org's scope), no
+# title, no metadata. `parent` stays while a live branch inherits through the session, since
+# its history depends on it.
+_BARE_FIELDS = ("id", "kind", "session", "created_at", *KEPT_THROUGH_DROP)
 
 
 # -- reports ---------------------------------------------------------------------------------
@@ -204,6 +204,7 @@ def compact(
     ``convstore sync`` holds the store's compaction lock for longer than ``lock_timeout``.
     """
     started = time.perf_counter()
+    store._migrated()
     if session_id is None:
         ids = store.session_ids()
     else:
@@ -577,7 +578,7 @@ def purge(
     stats = PurgeStats()
     deleted: set[str] = set()
     cp_deletes: list[tuple[str, str, list[str] | None]] = []  # (id, namespace, ids or all)
-    dropped = False
+    drop_id = ""  # the newest drop: it removes every record older than itself
     for r in _chain(sealable, context):
         kind = r.get("kind")
         if kind == "delete":
@@ -585,10 +586,10 @@ def purge(
         elif kind == "cp_delete":
             cp_deletes.append((r["id"], r.get("namespace", ""), r.get("checkpoint_ids")))
         elif kind == "drop":
-            dropped = True
+            drop_id = max(drop_id, r["id"])
     context_edits = _newest_edits(r for r in context if r.get("kind") == "edit")
-    if dropped:
-        sealable = _dropped_session(sealable, keep_messages_until, stats)
+    if drop_id:
+        sealable = _dropped_session(sealable, drop_id, keep_messages_until, stats)
 
     messages: dict[str, Record] = {}  # newest version per message
     edits: list[Record] = []
@@ -683,15 +684,20 @@ def _checkpoint_deleted(r: Record, cp_deletes: list[tuple[str, str, list[str] | 
 
 
 def _dropped_session(
-    sealable: list[Record], keep_until: Key | None, stats: PurgeStats
+    sealable: list[Record], drop_id: str, keep_until: Key | None, stats: PurgeStats
 ) -> list[Record]:
-    """A dropped session keeps its bare session and drop records, and what live branches
-    inherit. Nothing of the rest is visible: a dropped session cannot be opened."""
+    """What a deleted session keeps of the records older than its newest drop: its drop
+    records, its session records cut down to who it belongs to, and what live branches
+    inherit. Records written after the drop (by a clone that had not seen it) stay as they
+    are, under the usual rules: they are what readers show of the session now.
+    """
     out: list[Record] = []
     keep = _BARE_FIELDS if keep_until is None else (*_BARE_FIELDS, "parent")
     for r in sealable:
         kind = r["kind"]
-        if kind in _DROP_KEEPS:
+        if r["id"] > drop_id or kind == "drop":
+            out.append(r)
+        elif kind == "session":
             bare = {k: r[k] for k in keep if k in r}
             if len(bare) != len(r):
                 stats.records_stripped += 1
@@ -732,7 +738,7 @@ class _Lineage:
                         continue
                     if view.dropped is not None:
                         self._dropped.add(sid)
-                    parent = view.field("parent")
+                    parent = view.lineage_field("parent")
                     if isinstance(parent, dict) and isinstance(parent.get("session"), str):
                         children.setdefault(parent["session"], []).append((sid, parent))
                 self._children = children

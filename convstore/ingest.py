@@ -362,6 +362,8 @@ class TrackingView(SessionView):
             self.touched_states.add(str(r.get("id")))
         elif kind in ("checkpoint", "cp_delete"):
             self.checkpoints_touched = True
+        elif kind == "drop":
+            self.full = True  # it may hide messages (and what they touch) read long ago
 
     def positions(self) -> FolderPos:
         files: dict[str, FilePos] = {}
@@ -601,8 +603,9 @@ def session_fields(view: SessionView) -> Fields:
 
 def session_row(view: TrackingView, pos: FolderPos) -> Row:
     parent = view.field("parent") or {}
-    first = view.order[0].created_at if view.order else None
-    last = view.order[-1].created_at if view.order else None
+    shown = view.shown()[1]
+    first = shown[0].created_at if shown else None
+    last = shown[-1].created_at if shown else None
     return {
         "id": view.session_id,
         "title": view.field("title"),
@@ -614,7 +617,7 @@ def session_row(view: TrackingView, pos: FolderPos) -> Row:
         "parent_message": parent.get("message") if isinstance(parent, dict) else None,
         "created_at": from_us(view.first_key[0]) if view.first_key else None,
         "updated_at": from_us(view.last_us),
-        "message_count": len(view.messages),
+        "message_count": len(shown),
         "first_message_at": first,
         "last_message_at": last,
         "raw_bytes": sum(f.raw_bytes for f in pos.files.values()),
@@ -832,7 +835,7 @@ def plan(
             force = sid in held and fields != held[sid]
             candidates = set(old) | set(view.messages) if sid in whole else set(view.touched)
             for mid in candidates:
-                msg = view.messages.get(mid)
+                msg = view.shown_message(mid)
                 prev = old.get(mid)
                 if msg is None:
                     if prev is not None:
@@ -946,7 +949,7 @@ def all_rows(view: TrackingView) -> dict[str, list[Row]]:
     if not view.exists or view.dropped is not None:
         return out
     fields = session_fields(view)
-    out["messages"] = [message_row(m, fields) for m in view.order]
+    out["messages"] = [message_row(m, fields) for m in view.shown()[1]]
     out["sessions"].append(session_row(view, pos))
     out["states"] = [r for rid in sorted(view.states) if (r := state_row(view, rid))]
     out["checkpoints"] = list(checkpoint_rows(view).values())

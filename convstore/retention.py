@@ -115,8 +115,9 @@ def prune(
             if org_id is not None and view.field("org_id") != org_id:
                 continue
             # order_keys is sorted by (created_at, id): everything before the cutoff is a prefix.
-            end = bisect.bisect_left(view.order_keys, (cutoff, ""))
-            own = [m.id for m in view.order[:end]]
+            keys, order = view.shown()
+            end = bisect.bisect_left(keys, (cutoff, ""))
+            own = [m.id for m in order[:end]]
             inactive = view.last_us < cutoff
             branch = view.field("parent") is not None
         if own:

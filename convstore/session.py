@@ -152,7 +152,7 @@ class Session:
             "parent": parent or None,
             "created_at": format_us(view.first_key[0] if view.first_key else 0),
             "updated_at": format_us(view.last_us),
-            "messages": len(view.order) if not parent else len(self),
+            "messages": len(view.shown()[1]) if not parent else len(self),
         }
 
     def update(
@@ -277,7 +277,7 @@ class Session:
         return lambda keys: bisect.bisect_left(keys, (us, ""))
 
     def _find(self, message_id: str) -> Message | None:
-        msg = self._view().messages.get(message_id)
+        msg = self._view().shown_message(message_id)
         if msg is None and self.parent is not None:
             msg = next((m for m in self._ordered() if m.id == message_id), None)
         return msg
@@ -323,11 +323,11 @@ class Session:
     def clear(self) -> int:
         """Delete every message of this session (its own, not a branch's inherited ones)."""
         with self._reading() as view:
-            ids = [m.id for m in view.order]
+            ids = [m.id for m in view.shown()[1]]
         return self.delete_messages(ids)
 
     def _own_message(self, message_id: str) -> None:
-        if message_id not in self._view().messages:
+        if self._view().shown_message(message_id) is None:
             if any(m.id == message_id for m in self._ordered()):
                 raise InvalidInput(
                     f"message {message_id!r} belongs to the parent of branch {self.id!r}; "

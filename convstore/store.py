@@ -85,6 +85,7 @@ class Store:
         self.roll_bytes = roll_bytes
         self.auto_compact = auto_compact
         self._writer: str | None = None
+        self._current_format = False
         self._locks = LockTable(self.path / layout.CACHE / "locks" / "sessions")
         self._appenders: OrderedDict[str, Appender] = OrderedDict()
         self._open_fds: set[str] = set()
@@ -121,11 +122,15 @@ class Store:
     def writer_id(self) -> str:
         """This clone's writer identity (kept in ``.cache/writer_id``)."""
         if self._writer is None:
-            # Asked for by the first write of this Store (an append, a compaction): the moment
-            # an older store's marker moves to the current format version.
-            layout.migrate(self.path)
             self._writer = layout.writer_id(self.path)
         return self._writer
+
+    def _migrated(self) -> None:
+        """Before the first write of this Store (an append, a compaction): an older store's
+        marker moves to the current format version. Readers never write it."""
+        if not self._current_format:
+            layout.migrate(self.path)
+            self._current_format = True
 
     def flush(self) -> None:
         """fsync every segment written since the last flush (for the relaxed sync modes)."""
@@ -431,10 +436,17 @@ class Store:
         """
         view = self._live_view(sid)
         with self._view_lock(sid):
-            parent = view.field("parent")
+            if _seen:
+                # Inherited by a branch: the history as it was written, even if this session
+                # was deleted since (a branch keeps what it inherits: COMPACTION.md).
+                parent = view.lineage_field("parent")
+                keys, order = view.order_keys, view.order
+            else:
+                parent = view.field("parent")
+                keys, order = view.shown()
             if not parent or sid in _seen:
-                return pick(view.order_keys, view.order)
-            own = list(view.order)
+                return pick(keys, order)
+            own = list(order)
         psid, at = parent["session"], parent["message"]
         inherited = self._ordered(psid, _seen | {sid})
         keys = [(to_us(m.created_at), m.id) for m in inherited]
@@ -509,6 +521,7 @@ class Store:
         """
         sid_json = orjson.dumps(sid)
         drafts = [r if isinstance(r, Draft) else draft_record(r, sid_json) for r in records]
+        self._migrated()
         with self._locks.get(sid):
             view = self._views.get(sid)
             if view is not None and view.dropped is not None and not allow_dropped:

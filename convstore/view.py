@@ -9,7 +9,8 @@ Rules (docs/FORMAT.md, "How a reader finds the truth"):
 - records are de-duplicated by id;
 - a message's content is that of its newest version: the message itself, or an ``edit``
   (a sealed message that folded an edit in carries ``edit_id``/``edited_at``);
-- a ``delete`` removes its target for good; a ``drop`` hides the whole session;
+- a ``delete`` removes its target for good; a ``drop`` hides the session and every record
+  older than itself (records written after it, by a clone that had not seen it, stay);
 - session fields are last-writer-wins per field;
 - a ``cp_delete`` removes the checkpoints (of its namespace) older than itself.
 
@@ -38,6 +39,14 @@ from .records import Message, make_message, new_message, record_problem
 from .sealed import read_sealed
 
 Key = tuple[int, str]
+# Records that a clone writes to a session it holds as live. One written after the session's
+# newest drop (by a clone that had not seen the drop yet) brings the session back, showing
+# what was written after the drop: acknowledged writes are never lost to a delete made
+# elsewhere (FORMAT.md, section 5, rule 5). Tombstones (delete, cp_delete) do not.
+REVIVING = frozenset(("message", "session", "state", "checkpoint", "cp_writes"))
+# Session fields that stay with a session through a drop: who it belongs to. Title, metadata
+# and parent of a session written before the drop do not come back with it.
+KEPT_THROUGH_DROP = ("user_id", "org_id", "agent_id")
 # A folder mtime this close to the moment we listed it may hide a later change in the same
 # clock tick (the "racy git" problem); such a listing is redone on the next refresh.
 _RACY_NS = 2_000_000_000
@@ -102,7 +111,8 @@ class SessionView:
         self.meta: dict[str, tuple[str, Any]] = {}
         self.first_key: Key | None = None
         self.last_us = 0
-        self.dropped: str | None = None
+        self.drop_id: str | None = None  # the newest drop
+        self.newest_live = ""  # the newest record of a kind that brings a session back
         self.blobs: dict[str, bytes] = {}
         self.states: dict[str, tuple[Key, dict[str, Any]]] = {}
         self.checkpoints: dict[tuple[str, str], Checkpoint] = {}
@@ -119,6 +129,48 @@ class SessionView:
     @property
     def exists(self) -> bool:
         return self.first_key is not None
+
+    @property
+    def dropped(self) -> str | None:
+        """The newest drop, while it hides the session: nothing was written after it."""
+        d = self.drop_id
+        return d if d is not None and self.newest_live < d else None
+
+    @property
+    def revived_after(self) -> str | None:
+        """The newest drop of a session that was written to after it (by a clone that had not
+        seen the drop): what is older than that drop stays hidden. None otherwise."""
+        d = self.drop_id
+        return d if d is not None and self.newest_live > d else None
+
+    def shown(self) -> tuple[list[Key], list[Message]]:
+        """The session's own messages as readers see them: (order keys, messages). The view
+        keeps messages older than a drop (branches still inherit them); a revived session
+        shows only those written after the drop."""
+        after = self.revived_after
+        if after is None:
+            return self.order_keys, self.order
+        pairs = [(k, m) for k, m in zip(self.order_keys, self.order, strict=True) if m.id > after]
+        return [k for k, _ in pairs], [m for _, m in pairs]
+
+    def shown_message(self, mid: str) -> Message | None:
+        """A message of the session's own, if readers see it."""
+        msg = self.messages.get(mid)
+        after = self.revived_after
+        if msg is None or (after is not None and mid < after):
+            return None
+        return msg
+
+    def field(self, name: str, default: Any = None) -> Any:
+        """A session field as readers see it: a revived session keeps only who it belongs to
+        (``KEPT_THROUGH_DROP``) from what was written before its drop."""
+        got = self.meta.get(name)
+        if got is None:
+            return default
+        after = self.revived_after
+        if after is not None and got[0] < after and name not in KEPT_THROUGH_DROP:
+            return default
+        return got[1]
 
     def refresh(self) -> bool:
         """Bring the view up to date with the files; True if anything changed.
@@ -320,6 +372,8 @@ class SessionView:
                 return
             self.seen_ids.add(rid)
         self._note_key(key)
+        if kind in REVIVING and rid > self.newest_live:
+            self.newest_live = rid
         # "Newest wins" rules compare record ids, which sort by the time the record was
         # written; created_at may be a caller's date (an import, a replay) and must not let an
         # old edit beat a new one.
@@ -336,7 +390,7 @@ class SessionView:
                     if old is None or old[0] < rid:
                         self.meta[name] = (rid, r[name])
         elif kind == "drop":
-            self.dropped = rid if self.dropped is None else min(self.dropped, rid)
+            self.drop_id = rid if self.drop_id is None else max(self.drop_id, rid)
         elif kind == "blob":
             if r["hash"] not in self.blobs:
                 self.blobs[r["hash"]] = orjson.dumps(r["data"])
@@ -493,7 +547,9 @@ class SessionView:
 
     # -- reading the view ----------------------------------------------------------------------
 
-    def field(self, name: str, default: Any = None) -> Any:
+    def lineage_field(self, name: str, default: Any = None) -> Any:
+        """A session field as its records say, drops aside: what branches of a deleted
+        session follow to the history they inherit."""
         got = self.meta.get(name)
         return default if got is None else got[1]
 

@@ -326,7 +326,7 @@ class Watcher:
                 # and is not in the view; the folder's mtime has not changed since. List again.
                 view.listed_mtime_ns = -1
             view.refresh()
-            current = {m.id: m for m in view.order}
+            current = {m.id: m for m in view.shown()[1]}
             # What a reader sees besides messages; built from content, not from records, so
             # that a compaction (which rewrites records) does not look like a change.
             fingerprint = (

@@ -940,14 +940,43 @@ def pick(trial: Path, kind: str) -> list[Path]:
 # -- the long form ----------------------------------------------------------------------------
 
 
+def clones_in_git(seconds: float, seed: int) -> Tally:
+    """benchmarks/multiclone.py, run after run with new seeds, until the time is up."""
+    from benchmarks import multiclone
+
+    tally = Tally("clones in git")
+    started = time.monotonic()
+    run = 0
+    while time.monotonic() - started < seconds or run == 0:
+        clones = 3 + run % 2
+        one = multiclone.run(clones=clones, rounds=12, seed=seed * 1000 + run)
+        log(f"clones in git, run {run + 1}: {str(one).splitlines()[0]}")
+        tally.operations += one.operations
+        tally.acknowledged += one.acknowledged
+        tally.lost += len(one.lost)
+        tally.count("runs")
+        tally.count("clones", clones)
+        tally.count("rounds", one.rounds)
+        tally.count("syncs (convstore sync or plain git pull)", one.syncs)
+        tally.count("merge commits", one.merges)
+        tally.count("compactions", one.compactions)
+        tally.count("conflicts", len(one.conflicts))
+        tally.count("views that differ between clones", len(one.diverged))
+        for problem in (*one.conflicts, *one.lost, *one.diverged, *one.check_problems):
+            tally.fail(f"seed {one.seed}: {problem}")
+        run += 1
+    return tally
+
+
 def campaign(minutes: float, root: Path, seed: int) -> list[Tally]:
-    """Split the time: a fifth concurrent load, half the kill loop, the rest corruption."""
+    """Split the time: 15% concurrent load, 40% the kill loop, 20% clones merging in git, the
+    rest corruption."""
     budget = minutes * 60
     tallies: list[Tally] = []
     started = time.monotonic()
     load = Tally("concurrent load")
     run = 0
-    while time.monotonic() - started < budget * 0.2 or run == 0:
+    while time.monotonic() - started < budget * 0.15 or run == 0:
         log(f"concurrent load, run {run + 1}")
         folder = root / f"load{run}"
         folder.mkdir()
@@ -960,7 +989,9 @@ def campaign(minutes: float, root: Path, seed: int) -> list[Tally]:
     log("kill loop")
     folder = root / "kill"
     folder.mkdir()
-    tallies.append(kill_loop(folder, seconds=budget * 0.5, seed=seed, writers=3))
+    tallies.append(kill_loop(folder, seconds=budget * 0.4, seed=seed, writers=3))
+    log("clones in git")
+    tallies.append(clones_in_git(budget * 0.2, seed))
     log("corruption")
     folder = root / "corrupt"
     folder.mkdir()
@@ -989,6 +1020,9 @@ def log(msg: str) -> None:
 def render(result: Json) -> str:
     tallies = result["campaigns"]
     total = {k: sum(t[k] for t in tallies) for k in ("operations", "kills", "corruptions", "lost")}
+    git_runs = [t["counters"] for t in tallies if t["campaign"] == "clones in git"]
+    merges = sum(c.get("merge commits", 0) for c in git_runs)
+    conflicts = sum(c.get("conflicts", 0) for c in git_runs)
     lines = [
         "# Reliability",
         "",
@@ -1004,10 +1038,11 @@ def render(result: Json) -> str:
         "",
         "## Totals",
         "",
-        "| operations | kills (SIGKILL) | corruptions tried | records lost |",
-        "|---|---|---|---|",
+        "| operations | kills (SIGKILL) | corruptions tried | git merges | conflicts |"
+        " records lost |",
+        "|---|---|---|---|---|---|",
         f"| {total['operations']:,} | {total['kills']:,} | {total['corruptions']:,} |"
-        f" **{total['lost']}** |",
+        f" {merges:,} | **{conflicts}** | **{total['lost']}** |",
         "",
         "Records lost counts acknowledged appends (and records outside the damaged bytes) that"
         " could not be read back. It must be 0.",
@@ -1073,6 +1108,15 @@ METHOD = """## What each campaign does
   read back altered. Damage to the cache must leave search, SQL and stats answering as before.
   Anything but a `ConvstoreError` is a failure; every fourth copy is also given to the CLI
   (`convstore check`, `convstore show`), whose stderr must hold no traceback.
+- **Clones in git.** `benchmarks/multiclone.py`, run after run with a new seed: 3 or 4 clones of
+  one store (real `git clone` of a bare repository) each do random work apart (append, extend,
+  create, edit, delete a message, branch, delete a session, compact a session or all, prune),
+  then sync one after another in a random order, each by `convstore sync` or by plain
+  `git pull --no-rebase` with git's default settings (rename detection on). Any conflict is a
+  failure. After the last round every clone syncs until all agree; then every clone must show
+  the same sessions and messages (and SQL the same rows), every acknowledged message must be
+  visible unless a `delete` targets it or a `drop` of its session was written after it, and
+  `check()` must be clean in every clone.
 """
 
 

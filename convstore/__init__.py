@@ -24,7 +24,7 @@ from .records import ROLES, Message
 from .session import CheckpointEntry, PendingWrite, Session, StateEntry
 from .store import Store
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __all__ = [
     "ROLES",
     "CheckpointEntry",

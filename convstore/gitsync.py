@@ -264,13 +264,16 @@ def _pull(repo: Path, target: tuple[str, str], report: SyncReport) -> None:
     if done.returncode != 0:
         conflicted = _git(repo, "diff", "--name-only", "--diff-filter=U").stdout.split()
         if conflicted:
-            # Cannot happen with convstore's own files (one writer per hot segment, immutable
-            # sealed files); something else was changed by hand. Leave the tree as it was.
+            # Cannot happen between clones of format 2 (a file is changed or removed only by
+            # the clone that owns it: FORMAT.md, section 8). Leave the tree as it was.
             _git(repo, "merge", "--abort", check=False)
             raise SyncError(
                 f"merging {remote}/{branch} conflicts in {', '.join(conflicted[:5])}; the "
-                "merge was aborted. Were these files edited by hand? Restore them with "
-                "`git checkout -- FILE` and sync again"
+                "merge was aborted and nothing was lost (this clone's commits are intact). "
+                "Clones of one store conflict only when one still runs convstore 0.1, when two "
+                "machines share a writer id (a copied store: docs/SYNC.md, 'Copies of a "
+                "store'), or when a file was edited by hand. Upgrade or fix that clone, then "
+                "sync again"
             )
         raise SyncError(
             f"`git pull {remote} {branch}` failed: {(done.stderr or done.stdout).strip()}"

@@ -512,11 +512,15 @@ def _malformed(r: Any, sid: str) -> str | None:
     test (``record_problem``: every field replay, purge and ``write_sealed`` use, of the right
     type), and times that parse: a record a reader would skip must never be sealed as if it
     were sound, nor stop the compaction of other sessions with a KeyError half-way."""
+    try:
+        if isinstance(r, dict) and isinstance(r.get("created_at"), str):
+            parse_us(r["created_at"])
+    except InvalidInput as e:
+        return str(e)
     problem = record_problem(r, sid, deep=False)
     if problem is not None:
         return problem
     try:
-        parse_us(r["created_at"])
         edited = r.get("edited_at")
         if edited is not None:
             if not isinstance(edited, str):

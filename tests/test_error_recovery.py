@@ -14,8 +14,7 @@ from typing import Any
 
 import pytest
 
-from convstore import ConvstoreError, Store
-from convstore.errors import CacheError
+from convstore import CacheError, ConvstoreError, Store
 from convstore.frames import END_MARKER, encode_frame, new_compressor
 from convstore.ids import format_us, new_id, now_us
 from convstore.records import encode_record

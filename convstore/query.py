@@ -289,9 +289,9 @@ class QueryLayer:
         except (QueryError, InvalidInput):
             raise  # refused before the cache was touched
         except BaseException as e:
-            if not isinstance(e, Exception) and type(e).__name__ != "PanicException":
-                raise  # KeyboardInterrupt, SystemExit
             self._discard()
+            if not isinstance(e, Exception) and type(e).__name__ != "PanicException":
+                raise  # KeyboardInterrupt, SystemExit: as they are
             if isinstance(e, ConvstoreError):
                 raise
             raise CacheError(f"{what}: {self._diagnose(e)}") from e

@@ -122,8 +122,8 @@ def _check_settled(store: Store, sid: str, report: CheckReport, repair: bool) ->
                         report.issues.append(
                             Issue(
                                 str(store._session_folder(sid)),
-                                "changed while check read it, and a compaction held the store's "
-                                "compaction lock throughout: run check again",
+                                "changed while check read it, and the store's compaction lock "
+                                "could not be taken to read it still: run check again",
                             )
                         )
                         return
@@ -151,10 +151,10 @@ def _check_settled(store: Store, sid: str, report: CheckReport, repair: bool) ->
 def _compaction_lock(store: Store, wait: float) -> Iterator[bool]:
     """The store's compaction lock if it can be had within ``wait`` seconds (True), else
     nothing (False)."""
-    lock = store_lock(store.path, _COMPACTION_LOCK, timeout=wait)
     try:
+        lock = store_lock(store.path, _COMPACTION_LOCK, timeout=wait)
         lock.acquire()
-    except filelock.Timeout:
+    except (filelock.Timeout, OSError):  # held, or a read-only .cache: no lock to be had
         yield False
         return
     try:

@@ -1,6 +1,7 @@
 """convstore: a local-first, file-based store for LLM conversation history."""
 
 from .errors import (
+    CacheError,
     CheckpointNotFound,
     ConvstoreError,
     CorruptData,
@@ -27,6 +28,7 @@ from .store import Store
 __version__ = "0.2.0"
 __all__ = [
     "ROLES",
+    "CacheError",
     "CheckpointEntry",
     "CheckpointNotFound",
     "ConvstoreError",

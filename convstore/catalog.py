@@ -395,6 +395,12 @@ class Catalog:
         self._manifest_stat = key
         self._make_views()
 
+    def current(self) -> Manifest:
+        """The loaded manifest (CacheInvalid when a failed load left none)."""
+        if self.manifest is None:
+            raise CacheInvalid(f"no catalog snapshot of {self.folder} is loaded")
+        return self.manifest
+
     def _forget(self) -> None:
         """Drop the snapshot (after a failed load), so that the next load starts afresh."""
         if self._attached is not None:
@@ -594,8 +600,7 @@ class Catalog:
         Arrow IPC stream of rows per table), fsynced before the manifest names it: a
         manifest never points at a file that a crash could leave half-written.
         """
-        assert self.manifest is not None
-        m = self.manifest
+        m = self.current()
         name = new_name(m.seq + 1)
         arrows = {
             table: pa.Table.from_pylist(change.rows, schema=TABLES[table].schema)
@@ -669,8 +674,7 @@ class Catalog:
         hold. Other processes see parts that do not extend the ones they loaded, and load the
         merged one from scratch (``load``).
         """
-        m = self.manifest
-        assert m is not None
+        m = self.current()
         name = new_name(m.seq + 1)
         tables: dict[str, tuple[list[Any], list[Any], pa.Table | None]] = {}
         counts: dict[str, int] = {}
@@ -701,8 +705,7 @@ class Catalog:
 
     def set_index_opstamp(self, opstamp: int) -> None:
         """Record a search-index commit that changed no catalog row (stale documents removed)."""
-        assert self.manifest is not None
-        m = self.manifest
+        m = self.current()
         m2 = Manifest(
             m.identity,
             m.base,
@@ -747,8 +750,7 @@ class Catalog:
         when compaction or prune purged text the cache still held. ``index`` switches the
         search index in the same publish.
         """
-        m = self.manifest
-        assert m is not None
+        m = self.current()
         base_name = f"base.{new_name(m.seq + 1)}.duckdb"
         tmp = self.folder / f".{base_name}.tmp"
         tmp.unlink(missing_ok=True)

@@ -2,19 +2,33 @@
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import filelock
+
 from . import frames, layout
 from .errors import ConvstoreError, CorruptData, InvalidInput
 from .ids import validate_session_id
+from .locks import store_lock
 from .records import record_problem
 from .sealed import read_sealed
 
 if TYPE_CHECKING:
     from .store import Store
+
+# check() takes no lock to read: it must never hold up a writer or a compaction. A session whose
+# files change under it (a compaction, prune or pull deletes a file it listed) is read again from
+# a new listing; the last attempt holds the compaction lock, which every compaction on this
+# machine holds while it writes and deletes files (compaction.LOCK_NAME, LOCK_TIMEOUT).
+_ATTEMPTS = 3
+_COMPACTION_LOCK = "compaction"
+_COMPACTION_WAIT = 120.0
 
 
 @dataclass
@@ -90,17 +104,77 @@ def check_store(store: Store, *, repair: bool = False) -> CheckReport:
             report.issues.append(Issue(str(folder), f"not a session folder: {e}"))
             continue
         report.sessions += 1
-        _check_session(store, name, report, repair)
+        _check_settled(store, name, report, repair)
     return report
 
 
-def _check_session(store: Store, sid: str, report: CheckReport, repair: bool) -> None:
+def _check_settled(store: Store, sid: str, report: CheckReport, repair: bool) -> None:
+    """Check one session from a listing that held while it was read (see _ATTEMPTS)."""
+    repaired: list[Issue] = []  # repairs made by an attempt that had to start over
+    for attempt in range(_ATTEMPTS):
+        part = CheckReport()
+        try:
+            if attempt < _ATTEMPTS - 1:
+                _check_session(store, sid, part, repair, locked=False)
+            else:
+                with _compaction_lock(store, _COMPACTION_WAIT) as held:
+                    if not held:
+                        report.issues.append(
+                            Issue(
+                                str(store._session_folder(sid)),
+                                "changed while check read it, and the store's compaction lock "
+                                "could not be taken to read it still: run check again",
+                            )
+                        )
+                        return
+                    _check_session(store, sid, part, repair, locked=True)
+        except FileNotFoundError:
+            repaired += [i for i in part.issues if i.repaired]
+            if not store._session_folder(sid).is_dir():
+                report.issues += repaired
+                return  # deleted meanwhile (prune, a pull): nothing left to check
+            continue
+        report.files += part.files
+        report.records += part.records
+        report.issues += repaired + part.issues
+        return
+    report.issues += repaired
+    report.issues.append(
+        Issue(
+            str(store._session_folder(sid)),
+            "its files kept changing while check read them (a git pull?): run check again",
+        )
+    )
+
+
+@contextlib.contextmanager
+def _compaction_lock(store: Store, wait: float) -> Iterator[bool]:
+    """The store's compaction lock if it can be had within ``wait`` seconds (True), else
+    nothing (False)."""
+    try:
+        lock = store_lock(store.path, _COMPACTION_LOCK, timeout=wait)
+        lock.acquire()
+    except (filelock.Timeout, OSError):  # held, or a read-only .cache: no lock to be had
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        lock.release()
+
+
+def _check_session(
+    store: Store, sid: str, report: CheckReport, repair: bool, *, locked: bool
+) -> None:
+    """Check one session; FileNotFoundError when a file it listed vanished (read it again).
+    ``locked``: the caller holds the compaction lock."""
     folder = store._session_folder(sid)
     seen: dict[str, str] = {}  # record id -> kind, to find ids reused for different records
     blobs: set[str] = set()
     refs: list[tuple[object, str]] = []  # (blob hash, where)
     has_session_record = False
     names = sorted(os.listdir(folder))
+    temps: list[Path] = []
     newest: dict[str, int] = {}  # writer -> its newest sequence number
     for name in names:
         m = layout.HOT_RE.fullmatch(name)
@@ -119,13 +193,12 @@ def _check_session(store: Store, sid: str, report: CheckReport, repair: bool) ->
             try:
                 records = read_sealed(path, verify=True)
             except CorruptData as e:
+                if not path.exists():
+                    raise FileNotFoundError(path) from None  # replaced as we read it
                 report.issues.append(Issue(str(path), str(e)))
                 continue
         elif name.startswith(".") and name.endswith(".tmp"):
-            # A compaction that died before its rename leaves these; nothing refers to them.
-            if repair:
-                path.unlink(missing_ok=True)
-            report.issues.append(Issue(str(path), "leftover temporary file", None, repair))
+            temps.append(path)
             continue
         else:
             report.issues.append(Issue(str(path), "unknown file in a session folder"))
@@ -152,6 +225,9 @@ def _check_session(store: Store, sid: str, report: CheckReport, repair: bool) ->
                 for _, ref in r.get("writes", []):
                     hashes = list(ref["parts"].values()) if isinstance(ref, dict) else [ref]
                     refs.extend((h, f"writes {r['id']}") for h in hashes)
+    if temps:
+        _check_temps(store, temps, report, repair, locked)
+    report.issues += _missing_own_segments(store, sid)
     dropped = "drop" in seen.values()
     for h, where in refs:
         # A clone that did not know of a deletion may still have referred to blobs that the
@@ -160,6 +236,88 @@ def _check_session(store: Store, sid: str, report: CheckReport, repair: bool) ->
             report.issues.append(Issue(str(folder), f"{where} refers to missing blob {h}"))
     if seen and not has_session_record:
         report.issues.append(Issue(str(folder), "no session record: the session was never created"))
+
+
+def _check_temps(
+    store: Store, temps: list[Path], report: CheckReport, repair: bool, locked: bool
+) -> None:
+    """``.sealing.*.tmp`` files: a compaction's output before its rename. Every compaction
+    writes them holding the compaction lock, so one found while that lock is free is left over
+    from a compaction that died, and is reported (and removed by a repair); while the lock is
+    held the file may be the live compaction's own, and is left alone (a later check sees it
+    if it stays)."""
+    with contextlib.nullcontext(True) if locked else _compaction_lock(store, 0) as held:
+        if not held:
+            return
+        for path in temps:
+            if not path.exists():
+                continue  # renamed or removed since the listing
+            if repair:
+                path.unlink(missing_ok=True)
+            report.issues.append(Issue(str(path), "leftover temporary file", None, repair))
+
+
+def _missing_own_segments(store: Store, sid: str) -> list[Issue]:
+    """Segments of this clone's writer that must exist and do not.
+
+    What check can know: the newest segment of a writer always exists (a writer that closes
+    a segment creates the next at once, under the session lock), and a writer's segments are
+    deleted oldest first (compaction seals every closed one it finds and deletes them in
+    order), so for this clone's own writer a gap between two of its segments, a newest
+    segment closed by an end marker, or a segment this process appended to with no newer one
+    left, means a file was lost. Another clone's segments are not judged: their owner may have
+    sealed and deleted any of them, and a pull bring that deletion here.
+    """
+    folder = store._session_folder(sid)
+    if not _own_missing(store, sid, folder):
+        return []
+    # Look again under the session lock: a writer that rolls, or a compaction closing this
+    # writer's segment, holds it between the end marker and the next segment's creation.
+    with store._locks.get(sid):
+        return _own_missing(store, sid, folder)
+
+
+def _own_missing(store: Store, sid: str, folder: Path) -> list[Issue]:
+    writer = store.writer_id
+    seqs = sorted(
+        int(m.group(2))
+        for name in os.listdir(folder)
+        if (m := layout.HOT_RE.fullmatch(name)) and m.group(1) == writer
+    )
+    issues = []
+    for a, b in itertools.pairwise(seqs):
+        for seq in range(a + 1, b):
+            issues.append(
+                Issue(
+                    str(folder / layout.hot_name(writer, seq)),
+                    f"missing: a gap between segments {a} and {b} of this clone's writer "
+                    "(segments are deleted oldest first); restore it from git or a backup",
+                )
+            )
+    newest = seqs[-1] if seqs else 0
+    with store._guard:
+        appender = store._appenders.get(sid)
+        expected = appender.seq if appender is not None and appender.path is not None else 0
+    why = "this process appended to it, and no newer segment of this clone's writer exists"
+    if newest:
+        with open(folder / layout.hot_name(writer, newest), "rb") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, size - len(frames.END_MARKER)))
+            if fh.read() == frames.END_MARKER and newest + 1 > expected:
+                expected = newest + 1
+                why = (
+                    f"segment {newest} is closed by an end marker, and a writer creates the "
+                    "next one at once"
+                )
+    if expected > newest:
+        issues.append(
+            Issue(
+                str(folder / layout.hot_name(writer, expected)),
+                f"missing: the newest segment of this clone's writer ({why}); it was deleted "
+                "or lost: restore it from git or a backup",
+            )
+        )
+    return issues
 
 
 def _check_hot(

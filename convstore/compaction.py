@@ -50,6 +50,7 @@ from . import frames, layout
 from .errors import ConvstoreError, CorruptData, InvalidInput, LockTimeout, SessionNotFound
 from .ids import parse_us, to_us, validate_session_id
 from .locks import store_lock
+from .records import record_problem
 from .sealed import read_sealed, write_sealed
 from .sealnotes import InputFile, SealNote, write_notes
 from .view import KEPT_THROUGH_DROP
@@ -244,6 +245,11 @@ def _compact_guarded(store: Store, sid: str, lineage: _Lineage) -> SessionCompac
         return _compact_session(store, sid, lineage)
     except (OSError, ConvstoreError) as e:
         return SessionCompaction(sid, skipped=f"not compacted: {e}")
+    except Exception as e:  # a defect, but still one session's: the others go on
+        log.exception("compaction of session %r failed", sid)
+        return SessionCompaction(
+            sid, skipped=f"not compacted: {type(e).__name__}: {e}; run `convstore check`"
+        )
 
 
 def compaction_lock(store: Store, timeout: float = LOCK_TIMEOUT) -> _HeldLock:
@@ -477,10 +483,12 @@ def _read_inputs(folder: Path, names: list[str], writer: str) -> _Inputs:
                 inputs.context.extend(records)
     # A malformed record of a file we seal stops the session (we never drop what we cannot
     # read); one in context is skipped, as readers skip it.
-    inputs.context = [r for r in inputs.context if not _malformed(r, sid)]
-    bad = next((r for r in inputs.sealable if _malformed(r, sid)), None)
-    if bad is not None:
-        inputs.problem = f"a record is malformed ({str(bad)[:80]})"
+    inputs.context = [r for r in inputs.context if _malformed(r, sid) is None]
+    for r in inputs.sealable:
+        problem = _malformed(r, sid)
+        if problem is not None:
+            inputs.problem = f"a record is malformed ({problem}: {str(r)[:80]})"
+            break
     return inputs
 
 
@@ -504,17 +512,28 @@ def _hot_records(data: bytes, scan: frames.ScanResult) -> list[Record]:
     return records
 
 
-def _malformed(r: Any, sid: str) -> bool:
-    """True if purging cannot rely on the record's shape. (A ``created_at`` that is a string
-    but not a time is caught by ``write_sealed``, which raises before writing anything.)"""
-    if not isinstance(r, dict) or r.get("session") != sid:
-        return True
-    if not all(isinstance(r.get(k), str) for k in ("id", "kind", "created_at")):
-        return True
-    kind = r["kind"]
-    if kind in ("edit", "delete") and not isinstance(r.get("target"), str):
-        return True
-    return kind == "blob" and not isinstance(r.get("hash"), str)
+def _malformed(r: Any, sid: str) -> str | None:
+    """Why purging and sealing cannot rely on the record's shape, or None. The readers' own
+    test (``record_problem``: every field replay, purge and ``write_sealed`` use, of the right
+    type), and times that parse: a record a reader would skip must never be sealed as if it
+    were sound, nor stop the compaction of other sessions with a KeyError half-way."""
+    try:
+        if isinstance(r, dict) and isinstance(r.get("created_at"), str):
+            parse_us(r["created_at"])
+    except InvalidInput as e:
+        return str(e)
+    problem = record_problem(r, sid, deep=False)
+    if problem is not None:
+        return problem
+    try:
+        edited = r.get("edited_at")
+        if edited is not None:
+            if not isinstance(edited, str):
+                return "edited_at is not a string"
+            parse_us(edited)
+    except InvalidInput as e:
+        return str(e)
+    return None
 
 
 def _chain(*parts: Iterable[Record]) -> Iterator[Record]:
@@ -770,7 +789,10 @@ class _Lineage:
         deleted), else at the branch message itself, or nowhere once it is gone."""
         at = str(parent.get("message"))
         if isinstance(parent.get("created_at"), str):
-            return (parse_us(parent["created_at"]), at)
+            try:
+                return (parse_us(parent["created_at"]), at)
+            except InvalidInput:
+                pass  # a time that does not parse: cut at the branch message, as readers do
         for m in self.store._ordered(sid):
             if m.id == at:
                 return (to_us(m.created_at), m.id)

@@ -74,6 +74,10 @@ class QueryError(ConvstoreError):
     """A SQL statement or search query was refused."""
 
 
+class CacheError(ConvstoreError):
+    """The query cache (catalog or search index) could not be built, updated or read."""
+
+
 class ImportFormatError(ConvstoreError):
     """A file given to import is malformed; nothing of it was imported."""
 

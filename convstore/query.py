@@ -16,6 +16,7 @@ and never wait for a refresh, except the first open of an empty cache, which wai
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import threading
@@ -40,7 +41,7 @@ from .catalog import (
     write_manifest,
 )
 from .dates import When, parse_range
-from .errors import ConvstoreError, InvalidInput, LockTimeout, QueryError
+from .errors import CacheError, ConvstoreError, InvalidInput, LockTimeout, QueryError
 from .ids import from_us
 from .ingest import FolderPos, Update, Views, collect, load_positions, plan, session_names
 from .inotify import FULL_SCAN_EVERY, FolderWatch
@@ -71,6 +72,8 @@ REFRESH_TIMEOUT = 900.0
 _COLLECT_SESSIONS = 256
 _PUBLISH_MESSAGES = 50_000
 MAX_LIMIT = 10_000
+# Below this much free space, a cache failure is reported as a full disk.
+_LOW_SPACE = 1 << 20
 _ALLOWED = frozenset({"SELECT", "EXPLAIN"})
 
 
@@ -238,9 +241,12 @@ class QueryLayer:
 
     def _sync(self) -> None:
         """Catch up with snapshots other processes published (one stat when none did)."""
-        if self._catalog is None:
+        catalog = self._catalog
+        if catalog is None or catalog.manifest is None or self._index is None:
+            # Nothing loaded yet, or a failed build or load left no snapshot behind (a stat of
+            # the manifest cannot tell: there may be none on disk either).
             self._load()
-        elif self._catalog.changed_on_disk():
+        elif catalog.changed_on_disk():
             try:
                 self._install(read_manifest(self.catalog_dir, self._identity()))
             except CacheInvalid:
@@ -250,8 +256,69 @@ class QueryLayer:
         """The snapshot to answer a query from, caught up as cheaply as possible."""
         self._sync()
         self._catch_up(explicit=False)
-        assert self._catalog is not None and self._index is not None
-        return self._catalog, self._index
+        return self._snapshot()
+
+    def _snapshot(self) -> tuple[Catalog, SearchIndex]:
+        """The loaded catalog and index (CacheInvalid when none is: a call that failed)."""
+        catalog, index = self._catalog, self._index
+        if catalog is None or index is None or catalog.manifest is None:
+            raise CacheInvalid("no catalog snapshot is loaded")
+        return catalog, index
+
+    def _discard(self) -> None:
+        """Forget this process's snapshot after a failure, so that the next call starts again
+        from what is on disk: a refresh that failed half-way (its part written but not applied
+        here, its index commit made but no manifest naming it) leaves nothing half-applied in
+        memory. The files stay consistent by construction: the manifest is replaced atomically
+        and names only fsynced files, and index commits are idempotent (``SearchIndex.apply``)."""
+        if self._catalog is not None:
+            self._catalog.close()
+        self._catalog = None
+        self._index = None
+        self._index_opstamp = -1
+        self._reload_index = False
+        self._views.clear()
+        self._refreshed = False
+
+    @contextmanager
+    def _failing(self, what: str) -> Iterator[None]:
+        """Turn any failure of the cache under ``what`` into a CacheError that says what to do
+        (or let a ConvstoreError through), and drop the snapshot (``_discard``)."""
+        try:
+            yield
+        except (QueryError, InvalidInput):
+            raise  # refused before the cache was touched
+        except BaseException as e:
+            self._discard()
+            if not isinstance(e, Exception) and type(e).__name__ != "PanicException":
+                raise  # KeyboardInterrupt, SystemExit: as they are
+            if isinstance(e, ConvstoreError):
+                raise
+            raise CacheError(f"{what}: {self._diagnose(e)}") from e
+
+    def _diagnose(self, e: BaseException) -> str:
+        """The cause of a cache failure and what to do about it. tantivy reports a full disk
+        as "an index writer was killed", so the cache's file system is asked as well."""
+        cause = e.strerror if isinstance(e, OSError) and e.strerror else _first_line(e)
+        code = e.errno if isinstance(e, OSError) else None
+        cache = self.root / layout.CACHE
+        try:
+            st = os.statvfs(cache if cache.exists() else self.root)
+        except OSError:
+            st = None
+        if code == errno.ENOSPC or (st is not None and st.f_bavail * st.f_frsize < _LOW_SPACE):
+            if "space" not in cause.lower():
+                cause += " (no space left on the device)"
+            return f"{cause}; free space on the disk of {cache} and retry"
+        read_only = st is not None and bool(st.f_flag & os.ST_RDONLY)
+        if code in (errno.EROFS, errno.EACCES, errno.EPERM) or read_only:
+            if "read-only" not in cause.lower() and "permission" not in cause.lower():
+                cause += " (the cache folder is read-only)"
+            return f"{cause}; make {cache} writable and retry"
+        return (
+            f"{cause}; retry, and if it fails again run `convstore reindex` or delete "
+            f"{cache} (a cache derived from the files: nothing is lost)"
+        )
 
     def _catch_up(self, *, explicit: bool) -> None:
         """Read what changed in the folders: everything the first time, then what the folder
@@ -283,13 +350,13 @@ class QueryLayer:
         The store's appenders know where their last append ended; comparing that with what
         the catalog ingested costs no system call.
         """
-        assert self._catalog is not None
+        catalog, _ = self._snapshot()
         store = self.store
         with store._guard:
             appenders = [(sid, ap.path, ap.end) for sid, ap in store._appenders.items()]
         if not appenders:
             return []
-        positions = load_positions(self._catalog)
+        positions = load_positions(catalog)
         dirty = []
         for sid, path, end in appenders:
             if path is None:
@@ -304,7 +371,7 @@ class QueryLayer:
 
     def refresh(self) -> None:
         """Bring the catalog and the index up to date with every session folder."""
-        with self._lock:
+        with self._lock, self._failing("the catalog could not be refreshed"):
             self._sync()
             self._catch_up(explicit=True)
 
@@ -324,8 +391,7 @@ class QueryLayer:
     def _refresh(self, only: list[str] | None) -> None:
         with self._refresh_lock():
             self._sync()
-            catalog, index = self._catalog, self._index
-            assert catalog is not None and index is not None
+            catalog, index = self._snapshot()
             positions = load_positions(catalog)
             if only is None:
                 names = session_names(self.sessions_dir, positions)
@@ -368,8 +434,7 @@ class QueryLayer:
             self._stale.clear()
             if notes.files:
                 self._forget_notes(catalog, notes, only)
-            assert catalog.manifest is not None
-            if files_gone and catalog.manifest.purge_debt:
+            if files_gone and catalog.current().purge_debt:
                 # Compaction or prune took text out of the segments that the cache still
                 # holds (in the base file, the parts, the index's postings): rewrite both.
                 self._rebuild_index(rewrite=True)
@@ -396,8 +461,7 @@ class QueryLayer:
         """Bring the catalog and the index up to date with ``updates`` and ``moved``; True if a
         segment the catalog had read is gone, shrank or was replaced."""
         changes = plan(catalog, updates, settled, moved)
-        manifest = catalog.manifest
-        assert manifest is not None
+        manifest = catalog.current()
         opstamp = manifest.index_opstamp
         if changes.index or stale:
             # The searcher reloads lazily, at the next search (a reload after a commit
@@ -454,9 +518,10 @@ class QueryLayer:
     def _rebuild_index(self, *, rewrite: bool = False) -> None:
         """A new index generation from the catalog's rows (under the lock); with ``rewrite``,
         a new base file too, published together with it."""
-        catalog = self._catalog
-        assert catalog is not None and catalog.manifest is not None
-        gen = new_name(catalog.manifest.seq + 1)
+        catalog = self._catalog  # loaded; the index may not be (that is why it is rebuilt)
+        if catalog is None:
+            raise CacheInvalid("no catalog is loaded to rebuild the search index from")
+        gen = new_name(catalog.current().seq + 1)
         self.index_dir.mkdir(parents=True, exist_ok=True)
         index = SearchIndex(self.index_dir / gen, create=True)
         writer = index.bulk()
@@ -478,7 +543,7 @@ class QueryLayer:
         if rewrite:
             catalog.rewrite(index=gen, index_opstamp=opstamp)
         else:
-            m = catalog.manifest
+            m = catalog.current()
             new = Manifest(
                 m.identity,
                 m.base,
@@ -503,7 +568,7 @@ class QueryLayer:
 
     def reindex(self, progress: Callable[[int, int], None] | None = None) -> None:
         """Throw the cache away and rebuild it from the files; ``progress(done, total)``."""
-        with self._lock, self._refresh_lock():
+        with self._lock, self._failing("the cache could not be rebuilt"), self._refresh_lock():
             if self._catalog is None:
                 self.catalog_dir.mkdir(parents=True, exist_ok=True)
                 self._catalog = Catalog(self.catalog_dir)
@@ -569,7 +634,7 @@ class QueryLayer:
                 f"params must be a list, a tuple or a dict, not {type(params).__name__}"
             )
         args: Any = list(params) if isinstance(params, tuple) else params
-        with self._lock:
+        with self._lock, self._failing("the SQL query could not run"):
             catalog, _ = self._ready()
             try:
                 statements = catalog.con.extract_statements(query)
@@ -626,7 +691,7 @@ class QueryLayer:
             if value is not None and not isinstance(value, str):
                 raise InvalidInput(f"{name} must be a string, not {type(value).__name__}")
         lo, hi = parse_range(since, until)
-        with self._lock:
+        with self._lock, self._failing("the search could not run"):
             for attempt in range(2):
                 try:
                     return self._search(
@@ -634,7 +699,10 @@ class QueryLayer:
                     )
                 except CacheInvalid as e:
                     if attempt:
-                        raise ConvstoreError(f"the search index cannot be read: {e}") from None
+                        raise CacheError(
+                            f"the search index cannot be read: {e}; retry, and if it fails "
+                            "again run `convstore reindex`"
+                        ) from None
                     self._recover(str(e))
         raise AssertionError("unreachable")
 
@@ -675,8 +743,8 @@ class QueryLayer:
         texts = self._texts(catalog, [f.message_id for f in top])
         if len(texts) < len(top):
             self._sync()  # another process may have indexed them a moment before publishing
-            assert self._catalog is not None
-            texts = self._texts(self._catalog, [f.message_id for f in top])
+            catalog, _ = self._snapshot()
+            texts = self._texts(catalog, [f.message_id for f in top])
         gen = index.highlighter(parsed, prefixes)
         words = query_words(query)
         hits = []
@@ -720,7 +788,7 @@ class QueryLayer:
     ) -> Stats:
         """Counts, session lengths, activity, top terms, tokens, models and storage."""
         lo, hi = parse_range(since, until)
-        with self._lock:
+        with self._lock, self._failing("the statistics could not be computed"):
             catalog, _ = self._ready()
             try:
                 return compute(catalog, user_id=user_id, org_id=org_id, since_us=lo, until_us=hi)
@@ -770,11 +838,11 @@ class QueryLayer:
             sql += f" LIMIT {int(limit)}"
         if offset:
             sql += f" OFFSET {int(offset)}"
-        with self._lock:
+        with self._lock, self._failing("the sessions could not be listed"):
             self._sync()
             self._catch_up(explicit=True)
-            assert self._catalog is not None
-            return [r[0] for r in self._catalog.rows(sql, params)]
+            catalog, _ = self._snapshot()
+            return [r[0] for r in catalog.rows(sql, params)]
 
 
 def _first_line(e: BaseException) -> str:

@@ -475,6 +475,8 @@ def record_problem(r: Any, session_id: str, *, deep: bool = True) -> str | None:
                 if not isinstance(parent, dict) or not isinstance(parent.get("message"), str):
                     return "parent is not {session, message}"
                 validate_session_id(parent.get("session"))
+                if isinstance(parent.get("created_at"), str):
+                    parse_us(parent["created_at"])  # where a branch cuts its parent's messages
         elif kind == "blob":
             if not isinstance(r.get("hash"), str) or "data" not in r:
                 return "blob without hash or data"

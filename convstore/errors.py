@@ -78,5 +78,9 @@ class ImportFormatError(ConvstoreError):
     """A file given to import is malformed; nothing of it was imported."""
 
 
+class ImportTooLarge(ImportFormatError):
+    """A file given to import holds more than the import limits allow (size or zip ratio)."""
+
+
 class SyncError(ConvstoreError):
     """A git sync was refused or failed: not a repository, unresolved conflicts, git errors."""

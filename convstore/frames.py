@@ -60,6 +60,19 @@ def new_compressor(level: int = LEVEL) -> zstandard.ZstdCompressor:
     return zstandard.ZstdCompressor(level=level, write_checksum=True, write_content_size=True)
 
 
+# How far a segment's bytes may inflate. Writers stay far below (JSONL compresses 1.5 to 3 times
+# per frame); a hostile segment (another clone's, through git) must not make a reader allocate
+# GBs from a few KB: zstd honours a frame's declared content size before max_output_size, so
+# the declared size is checked first, and the output of a whole scan is counted too.
+MAX_INFLATE_FLOOR = 32 * 1024 * 1024
+MAX_INFLATE_RATIO = 100
+
+
+def inflate_limit(compressed: int) -> int:
+    """The most ``compressed`` bytes of a segment may decompress to."""
+    return max(MAX_INFLATE_FLOOR, MAX_INFLATE_RATIO * compressed)
+
+
 def encode_frame(payload: bytes, compressor: zstandard.ZstdCompressor) -> bytes:
     data = compressor.compress(payload)
     head = _HEAD.pack(MAGIC, _SKIP, len(data))
@@ -92,6 +105,18 @@ class ScanResult:
         return None
 
 
+def _inflate(frame: bytes | memoryview, limit: int) -> bytes:
+    declared = zstandard.frame_content_size(frame)
+    if declared > limit or limit <= 0:
+        raise zstandard.ZstdError(
+            f"the frame declares {declared:,} bytes from {len(frame):,}: more than this "
+            f"segment may inflate to ({MAX_INFLATE_RATIO} times its size, or "
+            f"{MAX_INFLATE_FLOOR:,} bytes)"
+        )
+    out: bytes = _decompressor().decompress(frame, max_output_size=limit)
+    return out
+
+
 def scan(data: bytes | memoryview, base: int = 0, *, decompress: bool = True) -> ScanResult:
     """Walk the frames in ``data`` (which starts at file offset ``base``).
 
@@ -103,6 +128,7 @@ def scan(data: bytes | memoryview, base: int = 0, *, decompress: bool = True) ->
     size = len(buf)
     result = ScanResult()
     pos = 0
+    inflated = 0
     while pos < size:
         if buf.startswith(END_MARKER, pos):
             result.closed = True
@@ -114,7 +140,8 @@ def scan(data: bytes | memoryview, base: int = 0, *, decompress: bool = True) ->
             payload = b""
             if decompress:
                 try:
-                    payload = _decompressor().decompress(frame)
+                    payload = _inflate(frame, inflate_limit(size) - inflated)
+                    inflated += len(payload)
                 except zstandard.ZstdError as e:
                     nxt = _resync(buf, pos + 1)
                     result.damage.append(Damage(base + pos, base + nxt, f"zstd: {e}"))

@@ -11,6 +11,7 @@ import zlib
 from pathlib import Path
 
 import pytest
+import zstandard
 
 from convstore import ImportFormatError, ImportTooLarge, Store
 from convstore.importers import import_files, read_plan
@@ -172,3 +173,52 @@ class TestSizeLimit:
         )
         assert ok.returncode == 0, ok.stderr
         assert "Added 5 session(s)" in ok.stdout
+
+
+SEGMENT_BOMB = """
+import resource, sys
+from convstore import ConvstoreError, Store
+with Store(sys.argv[1]) as s:
+    try:
+        print("read", [m.content for m in s.session("notes").messages()])
+    except ConvstoreError as e:
+        print(type(e).__name__, str(e).replace(chr(10), " "))
+    print("; ".join(str(i) for i in s.check().issues))
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+class TestSegmentBombs:
+    def test_a_hot_segment_that_inflates_to_gigabytes_is_damage_not_memory(
+        self, store_path: Path
+    ) -> None:
+        with Store(store_path) as s:
+            s.create_session("notes").append("user", "hi")
+        # Another clone's segment, as a pull brings it: one frame of 1 GiB of spaces (a few
+        # KB compressed), framed exactly as a writer frames it.
+        cctx = zstandard.ZstdCompressor(level=1, write_checksum=True, write_content_size=True)
+        co = cctx.compressobj(size=1024 * MIB)
+        data = b"".join(co.compress(b" " * MIB) for _ in range(1024)) + co.flush()
+        head = struct.pack("<IIIII", 0x184D2A5C, 12, len(data), zlib.crc32(data), 0)
+        head = head[:16] + struct.pack("<I", zlib.crc32(head[:12]))
+        segment = store_path / "sessions" / "notes" / "hot.0123456789ab.000001.jsonl.zst"
+        segment.write_bytes(head + data)
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        done = subprocess.run(
+            [sys.executable, "-c", SEGMENT_BOMB, str(store_path)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=600,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        read, issues, peak = done.stdout.splitlines()
+        assert read == "read ['hi']"  # the damaged frame is skipped, as a corrupt one is
+        assert issues.startswith(
+            f"{segment} @0: damaged frame: zstd: the frame declares 1,073,741,824 bytes "
+        )
+        assert (
+            "more than this segment may inflate to (100 times its size, or 33,554,432 bytes)"
+        ) in issues
+        assert int(peak) * 1024 < 400 * MIB, f"peak RSS {int(peak) / 1024:.0f} MiB"

@@ -1,6 +1,7 @@
 """convstore: a local-first, file-based store for LLM conversation history."""
 
 from .errors import (
+    CaseCollision,
     CheckpointNotFound,
     ConvstoreError,
     CorruptData,
@@ -28,6 +29,7 @@ from .store import Store
 __version__ = "0.1.0"
 __all__ = [
     "ROLES",
+    "CaseCollision",
     "CheckpointEntry",
     "CheckpointNotFound",
     "ConvstoreError",

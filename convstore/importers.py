@@ -39,8 +39,21 @@ from typing import Any
 
 import orjson
 
-from .errors import ImportFormatError, ImportTooLarge, InvalidInput, SessionExists
-from .ids import format_us, is_record_id, parse_us, to_us, validate_session_id
+from .errors import (
+    CaseCollision,
+    ImportFormatError,
+    ImportTooLarge,
+    InvalidInput,
+    SessionExists,
+)
+from .ids import (
+    fold_case,
+    format_us,
+    is_record_id,
+    parse_us,
+    to_us,
+    validate_new_session_id,
+)
 from .records import (
     ROLES,
     Content,
@@ -403,10 +416,14 @@ def _root_name(fmt: str) -> str:
 
 def _check_unique(sessions: list[PlannedSession], file: str) -> None:
     seen: dict[str, str] = {}
+    folded: dict[str, PlannedSession] = {}
     for s in sessions:
         if s.id in seen:
             raise _refuse(file, s.where, f"session id {s.id!r} is also used at {seen[s.id]}")
         seen[s.id] = s.where
+        twin = folded.setdefault(fold_case(s.id), s)
+        if twin is not s:
+            raise _refuse(file, s.where, _twins(s.id, twin.id, twin.where))
         ids: dict[str, str] = {}
         for m in s.messages:
             if m.id in ids:
@@ -415,6 +432,13 @@ def _check_unique(sessions: list[PlannedSession], file: str) -> None:
 
 
 # -- shared building blocks ----------------------------------------------------------------------
+
+
+def _twins(sid: str, other: str, where: str) -> str:
+    return (
+        f"session id {sid!r} differs only by case from {other!r} at {where}; on macOS and "
+        "Windows both would be one folder"
+    )
 
 
 def _sha(text: str) -> str:
@@ -440,7 +464,7 @@ def _session_id(raw: Any, prefix: str, fallback: str) -> str:
     """The source's id when it is a valid session id, else a stable hash-based one."""
     if isinstance(raw, str) and raw:
         try:
-            return validate_session_id(raw)
+            return validate_new_session_id(raw)
         except InvalidInput:
             return f"{prefix}-{_sha(raw)[:24]}"
     return f"{prefix}-{_sha(fallback)[:24]}"
@@ -1275,7 +1299,7 @@ def _convstore_session(raw: Any, where: str) -> PlannedSession:
     s = _obj(raw, where)
     sid = s.get("id")
     try:
-        sid = validate_session_id(sid)
+        sid = validate_new_session_id(sid)
     except InvalidInput as e:
         raise _Refusal(_child(where, "id"), str(e)) from None
     created = _time(s.get("created_at"), _child(where, "created_at"))
@@ -1380,6 +1404,7 @@ def plan_files(
     ``max_bytes`` and ``max_ratio`` are the import limits of :func:`read_plan`, per file.
     """
     plan = ImportPlan()
+    folded: dict[str, str] = {}
     for path in paths:
         fmt, sessions = read_plan(
             path, format, user_id=user_id, org_id=org_id, max_bytes=max_bytes, max_ratio=max_ratio
@@ -1394,6 +1419,13 @@ def plan_files(
                     "import the files one at a time; nothing was imported"
                 )
             plan.owner[s.id] = name
+            other = folded.setdefault(fold_case(s.id), s.id)
+            if other != s.id:
+                raise ImportFormatError(
+                    f"{name}: {s.where}: session id {s.id!r} differs only by case from "
+                    f"{other!r} in {plan.owner[other]}; on macOS and Windows both would be one "
+                    "folder; nothing was imported"
+                )
         plan.sessions.extend(sessions)
     return plan
 
@@ -1407,6 +1439,14 @@ def write_plan(store: Store, plan: ImportPlan, progress: Progress | None = None)
     the work: whatever is present is recognised by its id and skipped.
     """
     check_parents(plan, store)
+    for s in plan.sessions:
+        twin = store._case_twin(s.id)
+        if twin is not None:
+            raise CaseCollision(
+                f"{plan.owner[s.id]}: {s.where}: session id {s.id!r} differs only by case from "
+                f"session {twin!r} in {store.path}; on macOS and Windows both would be one "
+                "folder; nothing was imported"
+            )
     report = ImportReport(files=list(plan.files), formats=dict(plan.formats))
     total = len(plan.sessions)
     if progress is not None:
@@ -1533,6 +1573,8 @@ def _write_session(store: Store, s: PlannedSession, report: ImportReport) -> Non
             )
             report.sessions_added += 1
             report.added.append(s.id)
+        except CaseCollision:
+            raise
         except SessionExists:
             # Another process imported it at the same moment: its messages carry the same
             # ids, so whatever both write is de-duplicated by readers.

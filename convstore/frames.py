@@ -60,16 +60,17 @@ def new_compressor(level: int = LEVEL) -> zstandard.ZstdCompressor:
     return zstandard.ZstdCompressor(level=level, write_checksum=True, write_content_size=True)
 
 
-# How far a segment's bytes may inflate. Writers stay far below (JSONL compresses 1.5 to 3 times
-# per frame); a hostile segment (another clone's, through git) must not make a reader allocate
-# GBs from a few KB: zstd honours a frame's declared content size before max_output_size, so
-# the declared size is checked first, and the output of a whole scan is counted too.
+# How far a frame may inflate. JSONL compresses 1.5 to 3 times per frame, and writers refuse a
+# frame beyond this (Store._write), so a reader never refuses what a writer wrote; a hostile
+# segment (another clone's, through git) must not make a reader allocate GBs from a few KB:
+# zstd allocates a frame's declared content size whatever max_output_size says, so the
+# declared size is checked first.
 MAX_INFLATE_FLOOR = 32 * 1024 * 1024
 MAX_INFLATE_RATIO = 100
 
 
 def inflate_limit(compressed: int) -> int:
-    """The most ``compressed`` bytes of a segment may decompress to."""
+    """The most a frame of ``compressed`` bytes may decompress to."""
     return max(MAX_INFLATE_FLOOR, MAX_INFLATE_RATIO * compressed)
 
 
@@ -107,11 +108,10 @@ class ScanResult:
 
 def _inflate(frame: bytes | memoryview, limit: int) -> bytes:
     declared = zstandard.frame_content_size(frame)
-    if declared > limit or limit <= 0:
+    if declared > limit:
         raise zstandard.ZstdError(
-            f"the frame declares {declared:,} bytes from {len(frame):,}: more than this "
-            f"segment may inflate to ({MAX_INFLATE_RATIO} times its size, or "
-            f"{MAX_INFLATE_FLOOR:,} bytes)"
+            f"the frame declares {declared:,} bytes from {len(frame):,}: more than a frame "
+            f"may inflate to ({MAX_INFLATE_RATIO} times its size, or {MAX_INFLATE_FLOOR:,} bytes)"
         )
     out: bytes = _decompressor().decompress(frame, max_output_size=limit)
     return out
@@ -128,7 +128,6 @@ def scan(data: bytes | memoryview, base: int = 0, *, decompress: bool = True) ->
     size = len(buf)
     result = ScanResult()
     pos = 0
-    inflated = 0
     while pos < size:
         if buf.startswith(END_MARKER, pos):
             result.closed = True
@@ -140,8 +139,7 @@ def scan(data: bytes | memoryview, base: int = 0, *, decompress: bool = True) ->
             payload = b""
             if decompress:
                 try:
-                    payload = _inflate(frame, inflate_limit(size) - inflated)
-                    inflated += len(payload)
+                    payload = _inflate(frame, inflate_limit(len(frame)))
                 except zstandard.ZstdError as e:
                     nxt = _resync(buf, pos + 1)
                     result.damage.append(Damage(base + pos, base + nxt, f"zstd: {e}"))

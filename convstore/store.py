@@ -18,7 +18,14 @@ import orjson
 
 from . import frames, layout
 from .dates import When, parse_range
-from .errors import CaseCollision, InvalidInput, SessionExists, SessionNotFound, StoreError
+from .errors import (
+    CaseCollision,
+    InvalidContent,
+    InvalidInput,
+    SessionExists,
+    SessionNotFound,
+    StoreError,
+)
 from .ids import (
     fold_case,
     format_us,
@@ -618,6 +625,13 @@ class Store:
                 texts.append(at_text)
             payload = b"".join(lines)
             frame = frames.encode_frame(payload, self._compressor())
+            if len(payload) > frames.inflate_limit(len(frame)):
+                # Readers refuse such a frame as a decompression bomb (frames.py).
+                raise InvalidContent(
+                    f"these {len(records)} records make {len(payload):,} bytes that compress "
+                    f"over {frames.MAX_INFLATE_RATIO} times; append them in smaller batches; "
+                    "nothing was written"
+                )
             appender = self._appender(sid)
             rolls = appender.rolls
             name, start, end = appender.append(frame, sync=self.sync == "always")

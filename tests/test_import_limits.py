@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from convstore import ImportFormatError, ImportTooLarge, Store
+from convstore import ImportFormatError, ImportTooLarge, InvalidContent, Store
 from convstore.importers import import_files, read_plan
 
 from .conftest import ROOT
@@ -219,6 +219,25 @@ class TestSegmentBombs:
             f"{segment} @0: damaged frame: zstd: the frame declares 1,073,741,824 bytes "
         )
         assert (
-            "more than this segment may inflate to (100 times its size, or 33,554,432 bytes)"
+            "more than a frame may inflate to (100 times its size, or 33,554,432 bytes)"
         ) in issues
         assert int(peak) * 1024 < 400 * MIB, f"peak RSS {int(peak) / 1024:.0f} MiB"
+
+    def test_a_writer_never_writes_a_frame_that_readers_would_refuse(self, store: Store) -> None:
+        session = store.create_session("big")
+        before = list((store.path / "sessions" / "big").iterdir())
+        sizes = [f.stat().st_size for f in before]
+        text = "a" * (12 * MIB)  # compresses about 30,000 times
+        with pytest.raises(InvalidContent) as e:
+            session.extend([{"role": "user", "content": text}] * 3)
+        assert str(e.value).startswith("these 3 records make 37,7")
+        assert str(e.value).endswith(
+            "bytes that compress over 100 times; append them in smaller batches; nothing was "
+            "written"
+        )
+        assert [f.stat().st_size for f in before] == sizes
+        session.extend([{"role": "user", "content": text}] * 2)  # 24 MiB: under the 32 MiB floor
+        assert [len(m.content) for m in Store(store.path).session("big").messages()] == [
+            12 * MIB,
+            12 * MIB,
+        ]

@@ -2,11 +2,13 @@
 
 from .errors import (
     CacheError,
+    CaseCollision,
     CheckpointNotFound,
     ConvstoreError,
     CorruptData,
     FormatVersionError,
     ImportFormatError,
+    ImportTooLarge,
     InvalidContent,
     InvalidDate,
     InvalidInput,
@@ -29,12 +31,14 @@ __version__ = "0.2.0"
 __all__ = [
     "ROLES",
     "CacheError",
+    "CaseCollision",
     "CheckpointEntry",
     "CheckpointNotFound",
     "ConvstoreError",
     "CorruptData",
     "FormatVersionError",
     "ImportFormatError",
+    "ImportTooLarge",
     "InvalidContent",
     "InvalidDate",
     "InvalidInput",

@@ -14,7 +14,7 @@ import filelock
 
 from . import frames, layout
 from .errors import ConvstoreError, CorruptData, InvalidInput
-from .ids import validate_session_id
+from .ids import fold_case, portability_problem, validate_session_id
 from .locks import store_lock
 from .records import record_problem
 from .sealed import read_sealed
@@ -80,6 +80,12 @@ class CheckReport:
         }
 
 
+_CASE = (
+    "sessions {!r} and {!r} differ only by case: on macOS and Windows they share one folder; "
+    "rename one of them on a case-sensitive system (export it, import it under a new id)"
+)
+
+
 def check_store(store: Store, *, repair: bool = False) -> CheckReport:
     report = CheckReport()
     root = store.path
@@ -96,6 +102,7 @@ def check_store(store: Store, *, repair: bool = False) -> CheckReport:
             fixed = True
         report.issues.append(Issue(str(gitignore), "does not keep .cache/ out of git", None, fixed))
     sessions_dir = root / layout.SESSIONS
+    folded: dict[str, str] = {}
     for name in sorted(os.listdir(sessions_dir)) if sessions_dir.exists() else []:
         folder = sessions_dir / name
         try:
@@ -104,6 +111,14 @@ def check_store(store: Store, *, repair: bool = False) -> CheckReport:
             report.issues.append(Issue(str(folder), f"not a session folder: {e}"))
             continue
         report.sessions += 1
+        problem = portability_problem(name)
+        if problem is not None:
+            report.issues.append(
+                Issue(str(folder), f"session id {name!r} {problem}: the store is not portable")
+            )
+        twin = folded.setdefault(fold_case(name), name)
+        if twin != name:
+            report.issues.append(Issue(str(folder), _CASE.format(twin, name)))
         _check_settled(store, name, report, repair)
     return report
 
@@ -206,6 +221,10 @@ def _check_session(
         for r in records:
             report.records += 1
             problem = record_problem(r, sid)
+            other_sid = r.get("session") if isinstance(r, dict) else None
+            if problem and isinstance(other_sid, str) and fold_case(other_sid) == fold_case(sid):
+                # A case-insensitive file system put two sessions into one folder.
+                problem = _CASE.format(sid, other_sid)
             if problem:
                 report.issues.append(Issue(str(path), f"record {r.get('id')!r}: {problem}"))
                 continue

@@ -54,6 +54,11 @@ class SessionExists(ConvstoreError):
     """A session with that id exists already (or existed and was deleted)."""
 
 
+class CaseCollision(SessionExists):
+    """A new session id differs only by case from an existing one: on macOS and Windows both
+    would be one folder."""
+
+
 class StoreError(ConvstoreError):
     """The store folder cannot be used as it is (not a store, or from a newer format)."""
 
@@ -80,6 +85,10 @@ class CacheError(ConvstoreError):
 
 class ImportFormatError(ConvstoreError):
     """A file given to import is malformed; nothing of it was imported."""
+
+
+class ImportTooLarge(ImportFormatError):
+    """A file given to import holds more than the import limits allow (size or zip ratio)."""
 
 
 class SyncError(ConvstoreError):

@@ -60,6 +60,20 @@ def new_compressor(level: int = LEVEL) -> zstandard.ZstdCompressor:
     return zstandard.ZstdCompressor(level=level, write_checksum=True, write_content_size=True)
 
 
+# How far a frame may inflate. JSONL compresses 1.5 to 3 times per frame, and writers refuse a
+# frame beyond this (Store._write), so a reader never refuses what a writer wrote; a hostile
+# segment (another clone's, through git) must not make a reader allocate GBs from a few KB:
+# zstd allocates a frame's declared content size whatever max_output_size says, so the
+# declared size is checked first.
+MAX_INFLATE_FLOOR = 32 * 1024 * 1024
+MAX_INFLATE_RATIO = 100
+
+
+def inflate_limit(compressed: int) -> int:
+    """The most a frame of ``compressed`` bytes may decompress to."""
+    return max(MAX_INFLATE_FLOOR, MAX_INFLATE_RATIO * compressed)
+
+
 def encode_frame(payload: bytes, compressor: zstandard.ZstdCompressor) -> bytes:
     data = compressor.compress(payload)
     head = _HEAD.pack(MAGIC, _SKIP, len(data))
@@ -92,6 +106,17 @@ class ScanResult:
         return None
 
 
+def _inflate(frame: bytes | memoryview, limit: int) -> bytes:
+    declared = zstandard.frame_content_size(frame)
+    if declared > limit:
+        raise zstandard.ZstdError(
+            f"the frame declares {declared:,} bytes from {len(frame):,}: more than a frame "
+            f"may inflate to ({MAX_INFLATE_RATIO} times its size, or {MAX_INFLATE_FLOOR:,} bytes)"
+        )
+    out: bytes = _decompressor().decompress(frame, max_output_size=limit)
+    return out
+
+
 def scan(data: bytes | memoryview, base: int = 0, *, decompress: bool = True) -> ScanResult:
     """Walk the frames in ``data`` (which starts at file offset ``base``).
 
@@ -114,7 +139,7 @@ def scan(data: bytes | memoryview, base: int = 0, *, decompress: bool = True) ->
             payload = b""
             if decompress:
                 try:
-                    payload = _decompressor().decompress(frame)
+                    payload = _inflate(frame, inflate_limit(len(frame)))
                 except zstandard.ZstdError as e:
                     nxt = _resync(buf, pos + 1)
                     result.damage.append(Damage(base + pos, base + nxt, f"zstd: {e}"))

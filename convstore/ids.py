@@ -27,6 +27,9 @@ _WINDOWS_RESERVED = frozenset(
     + [f"COM{i}" for i in range(1, 10)]
     + [f"LPT{i}" for i in range(1, 10)]
 )
+# Reserved too, by newer Windows documentation; refused for new ids only, since stores made
+# before may hold them.
+_WINDOWS_RESERVED_NEW = frozenset(["COM0", "LPT0"])
 _RECORD_ID = re.compile(r"[0-9a-f]{26}")
 
 _clock_lock = threading.Lock()
@@ -89,6 +92,38 @@ def validate_session_id(session_id: object) -> str:
             f"session id {session_id!r} is a reserved device name on Windows; choose another"
         )
     return session_id
+
+
+def validate_new_session_id(session_id: object) -> str:
+    """Return ``session_id`` if a new session may take it, else raise.
+
+    Stricter than :func:`validate_session_id`, which every access uses: a rule added for
+    portability refuses new ids only, so a store that already holds such a folder still opens
+    and reads it (``check`` reports it as not portable).
+    """
+    sid = validate_session_id(session_id)
+    problem = portability_problem(sid)
+    if problem is not None:
+        raise InvalidSessionId(f"session id {sid!r} {problem}; choose another")
+    return sid
+
+
+def portability_problem(session_id: str) -> str | None:
+    """Why a valid id cannot name a folder on every system a store may be cloned to, or None."""
+    if session_id.endswith("."):
+        # Windows strips trailing dots: 'abc.' would open or create the folder 'abc'.
+        return "ends with '.', which Windows drops from folder names"
+    if session_id.split(".")[0].upper() in _WINDOWS_RESERVED_NEW:
+        return "is a reserved device name on Windows"
+    return None
+
+
+def fold_case(session_id: str) -> str:
+    """The form under which case-insensitive file systems (macOS, Windows) compare names.
+
+    Ids are ASCII, so lower() is exact; two ids with the same fold would share one folder.
+    """
+    return session_id.lower()
 
 
 # Times outside years 1000-9999 are refused: four-digit years keep the on-disk form fixed-width

@@ -30,6 +30,7 @@ import hashlib
 import math
 import re
 import zipfile
+import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -38,8 +39,21 @@ from typing import Any
 
 import orjson
 
-from .errors import ImportFormatError, InvalidInput, SessionExists
-from .ids import format_us, is_record_id, parse_us, to_us, validate_session_id
+from .errors import (
+    CaseCollision,
+    ImportFormatError,
+    ImportTooLarge,
+    InvalidInput,
+    SessionExists,
+)
+from .ids import (
+    fold_case,
+    format_us,
+    is_record_id,
+    parse_us,
+    to_us,
+    validate_new_session_id,
+)
 from .records import (
     ROLES,
     Content,
@@ -64,6 +78,17 @@ _KEY = re.compile(r"[A-Za-z0-9_-]+")
 _FRAME_BYTES = 8 * 1024 * 1024
 
 Progress = Callable[[int, int], None]
+
+# What an import may read (docs/CLI.md, "Import limits"). The heaviest real exports we know of
+# hold a conversations.json of several hundred MB; 2 GiB leaves room for them while keeping a
+# hostile file from filling memory. JSON deflates about 5 to 15 to 1; a zip bomb's member
+# reaches 1000 to 1. Both are checked against the bytes actually read, never against the sizes
+# a zip declares, which a hostile zip chooses.
+MAX_IMPORT_BYTES = 2 * 1024**3
+MAX_IMPORT_RATIO = 100
+_CHUNK = 64 * 1024
+# The ratio is judged only once this much came out: tiny members compress unevenly.
+_RATIO_FLOOR = 1024 * 1024
 
 
 # -- what an import plans to write -----------------------------------------------------------
@@ -197,27 +222,34 @@ def read_plan(
     *,
     user_id: str | None = None,
     org_id: str | None = None,
+    max_bytes: int = MAX_IMPORT_BYTES,
+    max_ratio: float = MAX_IMPORT_RATIO,
 ) -> tuple[str, list[PlannedSession]]:
     """Read and check one file; return its format and the sessions it holds. Writes nothing.
 
-    ``user_id``/``org_id`` fill in sessions that do not name their own.
+    ``user_id``/``org_id`` fill in sessions that do not name their own. A file (or the
+    conversations.json in a zip) larger than ``max_bytes`` once read, or a zip member that
+    inflates more than ``max_ratio`` times, raises :class:`ImportTooLarge`.
     """
     if format not in FORMATS:
         raise InvalidInput(f"format {format!r} is not one of {', '.join(FORMATS)}")
     for name, value in (("user_id", user_id), ("org_id", org_id)):
         if value is not None and (not isinstance(value, str) or not 0 < len(value) <= 256):
             raise InvalidInput(f"{name} must be a string of 1 to 256 characters, not {value!r:.60}")
+    _check_limits(max_bytes, max_ratio)
     file = str(path)
     p = Path(path)
     try:
-        if zipfile.is_zipfile(p):
-            data, file = _read_zip(p)
+        # is_zipfile reads a pipe or a device (/dev/zero) to its end: regular files only.
+        if p.is_file() and zipfile.is_zipfile(p):
+            data, file = _read_zip(p, max_bytes, max_ratio)
         else:
-            data = p.read_bytes()
+            with open(p, "rb") as fh:
+                data = _read_bounded(fh, file, max_bytes)
     except OSError as e:
         raise ImportFormatError(f"{file}: cannot read it: {e.strerror or e}") from None
     if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
+        del data[:3]
     try:
         if p.suffix.lower() in (".jsonl", ".ndjson"):
             fmt, sessions = "openai", _openai_jsonl(data, file, format)
@@ -253,19 +285,95 @@ def read_plan(
     return fmt, sessions
 
 
-def _read_zip(p: Path) -> tuple[bytes, str]:
+def _check_limits(max_bytes: int, max_ratio: float) -> None:
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
+        raise InvalidInput(f"max_bytes must be a positive integer, not {max_bytes!r}")
+    if isinstance(max_ratio, bool) or not isinstance(max_ratio, (int, float)) or max_ratio < 1:
+        raise InvalidInput(f"max_ratio must be a number of at least 1, not {max_ratio!r}")
+
+
+def _too_large(file: str, max_bytes: int) -> ImportTooLarge:
+    return ImportTooLarge(
+        f"{file}: holds more than {max_bytes:,} bytes, the import limit; if the file is "
+        "genuine, raise it with --max-size (max_bytes= in Python); nothing was imported"
+    )
+
+
+def _read_bounded(
+    fh: Any, file: str, max_bytes: int, counted: _Counted | None = None, max_ratio: float = 0
+) -> bytearray:
+    """Read ``fh`` in small chunks, counting what comes out (and, for a zip member, what went
+    in), and stop as soon as a limit is passed: a bomb never gets into memory whole."""
+    data = bytearray()
+    start = counted.count if counted is not None else 0
+    while True:
+        chunk = fh.read(_CHUNK)
+        if not chunk:
+            return data
+        data += chunk
+        if len(data) > max_bytes:
+            raise _too_large(file, max_bytes)
+        if counted is not None and len(data) > _RATIO_FLOOR:
+            packed = max(counted.count - start, 1)
+            if len(data) > max_ratio * packed:
+                raise ImportTooLarge(
+                    f"{file}: {packed:,} compressed bytes inflated to over {len(data):,} "
+                    f"(more than {max_ratio:g} to 1, the limit: a zip bomb?); if the file is "
+                    "genuine, raise the limit with --max-ratio (max_ratio= in Python); "
+                    "nothing was imported"
+                )
+
+
+class _Counted:
+    """A file that counts the bytes read from it: the compressed bytes a zip member used."""
+
+    def __init__(self, fh: Any) -> None:
+        self._fh = fh
+        self.count = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data: bytes = self._fh.read(n)
+        self.count += len(data)
+        return data
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return int(self._fh.seek(offset, whence))
+
+    def tell(self) -> int:
+        return int(self._fh.tell())
+
+    def seekable(self) -> bool:
+        return True
+
+
+def _read_zip(p: Path, max_bytes: int, max_ratio: float) -> tuple[bytearray, str]:
     """ChatGPT and Claude hand out a zip with conversations.json inside."""
-    with zipfile.ZipFile(p) as zf:
-        names = [n for n in zf.namelist() if n.rsplit("/", 1)[-1] == "conversations.json"]
-        if not names:
+    with open(p, "rb") as raw:
+        counted = _Counted(raw)
+        try:
+            with zipfile.ZipFile(counted) as zf:
+                names = [
+                    i
+                    for i in zf.infolist()
+                    if i.filename.rsplit("/", 1)[-1] == "conversations.json"
+                ]
+                if not names:
+                    raise ImportFormatError(
+                        f"{p}: the zip has no conversations.json; unzip it and import the JSON "
+                        "file in it; nothing was imported"
+                    )
+                info = names[0]
+                file = f"{p}:{info.filename}"
+                with zf.open(info) as member:
+                    return _read_bounded(member, file, max_bytes, counted, max_ratio), file
+        except (zipfile.BadZipFile, zlib.error, NotImplementedError, EOFError) as e:
             raise ImportFormatError(
-                f"{p}: the zip has no conversations.json; unzip it and import the JSON file "
-                "in it; nothing was imported"
-            )
-        return zf.read(names[0]), f"{p}:{names[0]}"
+                f"{p}: the zip is damaged or uses a compression convstore cannot read ({e}); "
+                "nothing was imported"
+            ) from None
 
 
-def _several_lines(data: bytes) -> bool:
+def _several_lines(data: bytes | bytearray) -> bool:
     """A .json file that is really JSON lines: its first line is a whole JSON value."""
     first, _, rest = data.strip().partition(b"\n")
     try:
@@ -308,10 +416,14 @@ def _root_name(fmt: str) -> str:
 
 def _check_unique(sessions: list[PlannedSession], file: str) -> None:
     seen: dict[str, str] = {}
+    folded: dict[str, PlannedSession] = {}
     for s in sessions:
         if s.id in seen:
             raise _refuse(file, s.where, f"session id {s.id!r} is also used at {seen[s.id]}")
         seen[s.id] = s.where
+        twin = folded.setdefault(fold_case(s.id), s)
+        if twin is not s:
+            raise _refuse(file, s.where, _twins(s.id, twin.id, twin.where))
         ids: dict[str, str] = {}
         for m in s.messages:
             if m.id in ids:
@@ -320,6 +432,13 @@ def _check_unique(sessions: list[PlannedSession], file: str) -> None:
 
 
 # -- shared building blocks ----------------------------------------------------------------------
+
+
+def _twins(sid: str, other: str, where: str) -> str:
+    return (
+        f"session id {sid!r} differs only by case from {other!r} at {where}; on macOS and "
+        "Windows both would be one folder"
+    )
 
 
 def _sha(text: str) -> str:
@@ -345,7 +464,7 @@ def _session_id(raw: Any, prefix: str, fallback: str) -> str:
     """The source's id when it is a valid session id, else a stable hash-based one."""
     if isinstance(raw, str) and raw:
         try:
-            return validate_session_id(raw)
+            return validate_new_session_id(raw)
         except InvalidInput:
             return f"{prefix}-{_sha(raw)[:24]}"
     return f"{prefix}-{_sha(fallback)[:24]}"
@@ -983,14 +1102,15 @@ def _openai(doc: Any, root: str) -> list[PlannedSession]:
     return [_openai_conversation(x, _child(root, i)) for i, x in enumerate(items)]
 
 
-def _openai_jsonl(data: bytes, file: str, fmt: str) -> list[PlannedSession]:
+def _openai_jsonl(data: bytes | bytearray, file: str, fmt: str) -> list[PlannedSession]:
     if fmt not in ("auto", "openai"):
         raise ImportFormatError(
             f"{file}: JSON lines are read as OpenAI-style messages only, not as {fmt}; "
             "nothing was imported"
         )
     values: list[tuple[int, Any]] = []
-    for n, line in enumerate(data.split(b"\n"), 1):
+    lines: Sequence[bytes | bytearray] = data.split(b"\n")
+    for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
@@ -1179,7 +1299,7 @@ def _convstore_session(raw: Any, where: str) -> PlannedSession:
     s = _obj(raw, where)
     sid = s.get("id")
     try:
-        sid = validate_session_id(sid)
+        sid = validate_new_session_id(sid)
     except InvalidInput as e:
         raise _Refusal(_child(where, "id"), str(e)) from None
     created = _time(s.get("created_at"), _child(where, "created_at"))
@@ -1276,11 +1396,19 @@ def plan_files(
     format: str = "auto",
     user_id: str | None = None,
     org_id: str | None = None,
+    max_bytes: int = MAX_IMPORT_BYTES,
+    max_ratio: float = MAX_IMPORT_RATIO,
 ) -> ImportPlan:
-    """Read and check every file (nothing is written): the first phase of an import."""
+    """Read and check every file (nothing is written): the first phase of an import.
+
+    ``max_bytes`` and ``max_ratio`` are the import limits of :func:`read_plan`, per file.
+    """
     plan = ImportPlan()
+    folded: dict[str, str] = {}
     for path in paths:
-        fmt, sessions = read_plan(path, format, user_id=user_id, org_id=org_id)
+        fmt, sessions = read_plan(
+            path, format, user_id=user_id, org_id=org_id, max_bytes=max_bytes, max_ratio=max_ratio
+        )
         name = str(path)
         plan.files.append(name)
         plan.formats[name] = fmt
@@ -1291,6 +1419,13 @@ def plan_files(
                     "import the files one at a time; nothing was imported"
                 )
             plan.owner[s.id] = name
+            other = folded.setdefault(fold_case(s.id), s.id)
+            if other != s.id:
+                raise ImportFormatError(
+                    f"{name}: {s.where}: session id {s.id!r} differs only by case from "
+                    f"{other!r} in {plan.owner[other]}; on macOS and Windows both would be one "
+                    "folder; nothing was imported"
+                )
         plan.sessions.extend(sessions)
     return plan
 
@@ -1304,6 +1439,14 @@ def write_plan(store: Store, plan: ImportPlan, progress: Progress | None = None)
     the work: whatever is present is recognised by its id and skipped.
     """
     check_parents(plan, store)
+    for s in plan.sessions:
+        twin = store._case_twin(s.id)
+        if twin is not None:
+            raise CaseCollision(
+                f"{plan.owner[s.id]}: {s.where}: session id {s.id!r} differs only by case from "
+                f"session {twin!r} in {store.path}; on macOS and Windows both would be one "
+                "folder; nothing was imported"
+            )
     report = ImportReport(files=list(plan.files), formats=dict(plan.formats))
     total = len(plan.sessions)
     if progress is not None:
@@ -1323,9 +1466,18 @@ def import_files(
     user_id: str | None = None,
     org_id: str | None = None,
     progress: Progress | None = None,
+    max_bytes: int = MAX_IMPORT_BYTES,
+    max_ratio: float = MAX_IMPORT_RATIO,
 ) -> ImportReport:
     """Import every file into ``store``; all files are read and checked before any write."""
-    plan = plan_files(paths, format=format, user_id=user_id, org_id=org_id)
+    plan = plan_files(
+        paths,
+        format=format,
+        user_id=user_id,
+        org_id=org_id,
+        max_bytes=max_bytes,
+        max_ratio=max_ratio,
+    )
     return write_plan(store, plan, progress)
 
 
@@ -1421,6 +1573,8 @@ def _write_session(store: Store, s: PlannedSession, report: ImportReport) -> Non
             )
             report.sessions_added += 1
             report.added.append(s.id)
+        except CaseCollision:
+            raise
         except SessionExists:
             # Another process imported it at the same moment: its messages carry the same
             # ids, so whatever both write is de-duplicated by readers.

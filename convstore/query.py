@@ -136,8 +136,9 @@ class QueryLayer:
         self.store = store
         self.root = store.path
         self.sessions_dir = store.path / layout.SESSIONS
-        self.catalog_dir = store.path / layout.CACHE / "catalog"
-        self.index_dir = store.path / layout.CACHE / "index"
+        # The local cache is the store's own .cache, or elsewhere for a read-only store.
+        self.catalog_dir = store.cache_root / layout.CACHE / "catalog"
+        self.index_dir = store.cache_root / layout.CACHE / "index"
         self._lock = threading.RLock()
         self._catalog: Catalog | None = None
         self._index: SearchIndex | None = None
@@ -182,7 +183,7 @@ class QueryLayer:
         acquire (a refresh that finds the cache broken and rebuilds it) re-enters it; a second
         object on the same file would wait for the first forever."""
         if self._file_lock is None:
-            self._file_lock = store_lock(self.root, "catalog", timeout=REFRESH_TIMEOUT)
+            self._file_lock = store_lock(self.store.cache_root, "catalog", timeout=REFRESH_TIMEOUT)
         lock = self._file_lock
         Path(lock.lock_file).parent.mkdir(parents=True, exist_ok=True)  # .cache may be gone
         try:
@@ -406,7 +407,7 @@ class QueryLayer:
             settled: set[str] = set()
             moved: dict[str, FolderPos] = {}
             held = 0
-            notes = read_notes(self.store.path)
+            notes = read_notes(self.store.cache_root)
             for start in range(0, len(names), _COLLECT_SESSIONS):
                 found = collect(
                     self.sessions_dir,
@@ -498,7 +499,7 @@ class QueryLayer:
             return not (self.sessions_dir / note.session / note.sealed).exists()
 
         remove_files(
-            self.store.path,
+            self.store.cache_root,
             [name for name, held in notes.files.items() if all(served(n) for n in held)],
         )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import contextlib
 import os
 import sys
 import threading
@@ -17,8 +18,25 @@ import orjson
 
 from . import frames, layout
 from .dates import When, parse_range
-from .errors import InvalidInput, SessionExists, SessionNotFound
-from .ids import format_us, new_id, new_ids, now_us, parse_us, to_us, validate_session_id
+from .errors import (
+    CaseCollision,
+    InvalidContent,
+    InvalidInput,
+    SessionExists,
+    SessionNotFound,
+    StoreError,
+)
+from .ids import (
+    fold_case,
+    format_us,
+    new_id,
+    new_ids,
+    now_us,
+    parse_us,
+    to_us,
+    validate_new_session_id,
+    validate_session_id,
+)
 from .locks import LockTable, SessionLock
 from .records import Draft, JSONDict, Message, check_metadata, draft_record
 from .segments import DEFAULT_ROLL_BYTES, Appender
@@ -42,6 +60,9 @@ T = TypeVar("T")
 # reads a whole large store (an export, a benchmark) does not keep all of it in memory.
 _VIEW_CACHE = 4096
 _VIEW_MESSAGES = 250_000
+# Lock names of the case-folded ids: session ids cannot start with '~', so these never clash
+# with a session's own lock.
+_FOLD = "~case."
 
 
 class Written(NamedTuple):
@@ -78,7 +99,20 @@ class Store:
         if sync not in ("always", "interval", "close"):
             raise InvalidInput(f"sync must be 'always', 'interval' or 'close', not {sync!r}")
         self.path = Path(path).expanduser() if path is not None else layout.default_path()
-        layout.init_folder(self.path)
+        self.read_only = _read_only(self.path)
+        if self.read_only:
+            layout.read_marker(self.path)
+        else:
+            try:
+                layout.init_folder(self.path)
+            except OSError as e:
+                raise StoreError(
+                    f"cannot create a store at {self.path}: {e.strerror or e}; choose a "
+                    "folder you can write to"
+                ) from None
+        # The folder whose .cache/ holds this clone's local state (writer id, locks, catalog,
+        # index): the store itself, or for a read-only store one under the user's cache.
+        self.cache_root = _local_cache_root(self.path) if self.read_only else self.path
         if not isinstance(roll_bytes, int) or roll_bytes < 1:
             raise InvalidInput(f"roll_bytes must be a positive integer, not {roll_bytes!r}")
         self.sync = sync
@@ -86,7 +120,7 @@ class Store:
         self.auto_compact = auto_compact
         self._writer: str | None = None
         self._current_format = False
-        self._locks = LockTable(self.path / layout.CACHE / "locks" / "sessions")
+        self._locks = LockTable(self.cache_root / layout.CACHE / "locks" / "sessions")
         self._appenders: OrderedDict[str, Appender] = OrderedDict()
         self._open_fds: set[str] = set()
         self._views: OrderedDict[str, SessionView] = OrderedDict()
@@ -98,6 +132,8 @@ class Store:
         self._stop = threading.Event()
         self._flusher: threading.Thread | None = None
         self._sync_interval = sync_interval
+        # The session folder names by case-folded id, and the folder's stat when listed.
+        self._folded: tuple[tuple[int, int, int], dict[str, list[str]]] | None = None
         if sync == "interval":
             self._start_flusher()
         _STORES.add(self)
@@ -122,7 +158,7 @@ class Store:
     def writer_id(self) -> str:
         """This clone's writer identity (kept in ``.cache/writer_id``)."""
         if self._writer is None:
-            self._writer = layout.writer_id(self.path)
+            self._writer = layout.writer_id(self.cache_root)
         return self._writer
 
     def _migrated(self) -> None:
@@ -131,6 +167,13 @@ class Store:
         if not self._current_format:
             layout.migrate(self.path)
             self._current_format = True
+
+    def _refuse_if_read_only(self, what: str) -> None:
+        if self.read_only:
+            raise StoreError(
+                f"the store at {self.path} is read-only: cannot {what}. Reads work; to write, "
+                "remount it read-write or copy it to a writable folder"
+            )
 
     def flush(self) -> None:
         """fsync every segment written since the last flush (for the relaxed sync modes)."""
@@ -213,7 +256,8 @@ class Store:
         _parent: JSONDict | None = None,
     ) -> Session:
         """Create a session (with a new id unless one is given) and return it."""
-        sid = new_id() if session_id is None else validate_session_id(session_id)
+        self._refuse_if_read_only("create a session")
+        sid = new_id() if session_id is None else validate_new_session_id(session_id)
         fields: JSONDict = {
             "title": _check_label(title, "title", 1000),
             "user_id": _check_label(user_id, "user_id", 256),
@@ -228,7 +272,15 @@ class Store:
             at = parse_range(created_at, None)[0]
         record = self._record("session", sid, at_us=at, **fields)
         folder = self._session_folder(sid)
-        with self._locks.get(sid):
+        # The fold lock keeps two processes from creating 'abc' and 'ABC' at the same moment.
+        with self._locks.get(_FOLD + fold_case(sid)), self._locks.get(sid):
+            twin = self._case_twin(sid)
+            if twin is not None:
+                raise CaseCollision(
+                    f"session {sid!r} differs only by case from session {twin!r} in "
+                    f"{self.path}; on macOS and Windows both would be one folder. Choose "
+                    f"another id or open it with store.session({twin!r})"
+                )
             view = self._live_view(sid)
             if view.exists:
                 state = "was deleted" if view.dropped else "exists"
@@ -239,8 +291,52 @@ class Store:
             if not folder.exists():
                 folder.mkdir(parents=True, exist_ok=True)
                 layout.fsync_dir(folder.parent)
+                self._note_folder(sid)
             self._write(sid, [record])
         return Session(self, sid)
+
+    def _case_twin(self, sid: str) -> str | None:
+        """Another session whose id differs from ``sid`` only by case (call under the fold lock).
+
+        Two sources, because a listing cached by the folder's stat can miss a folder made in
+        the same clock tick: the claim a creator in this clone leaves under the fold lock, and
+        the folder listing, which also sees folders that arrived by git.
+        """
+        fold = fold_case(sid)
+        try:
+            claimed = self._claim(fold).read_text("ascii").strip()
+        except (OSError, UnicodeDecodeError):
+            claimed = ""
+        same = claimed and claimed != sid and fold_case(claimed) == fold
+        if same and self._session_folder(claimed).is_dir():
+            return claimed
+        folder = self.path / layout.SESSIONS
+        try:
+            st = os.stat(folder)
+        except FileNotFoundError:
+            return None
+        key = (st.st_ino, st.st_mtime_ns, st.st_nlink)
+        cached = self._folded
+        if cached is None or cached[0] != key:
+            by_fold: dict[str, list[str]] = {}
+            for name in os.listdir(folder):
+                by_fold.setdefault(fold_case(name), []).append(name)
+            cached = self._folded = (key, by_fold)
+        return next((n for n in cached[1].get(fold, ()) if n != sid), None)
+
+    def _claim(self, fold: str) -> Path:
+        return self._locks.folder / f"{_FOLD}{fold}.id"
+
+    def _note_folder(self, sid: str) -> None:
+        """After creating ``sid``'s folder: claim its fold, and keep the cached listing."""
+        fold = fold_case(sid)
+        with contextlib.suppress(OSError):  # the cache may be gone; the listing sees the folder
+            self._claim(fold).write_text(sid + "\n", "ascii")
+        cached = self._folded
+        if cached is not None:
+            st = os.stat(self.path / layout.SESSIONS)
+            cached[1].setdefault(fold, []).append(sid)
+            self._folded = ((st.st_ino, st.st_mtime_ns, st.st_nlink), cached[1])
 
     def session(self, session_id: str) -> Session:
         """The session with this id; raises SessionNotFound."""
@@ -519,6 +615,7 @@ class Store:
         after it. Writing to a deleted session is refused unless ``allow_dropped`` (retention
         writing tombstones for a deleted parent's messages that a live branch still shows).
         """
+        self._refuse_if_read_only(f"write to session {sid!r}")
         sid_json = orjson.dumps(sid)
         drafts = [r if isinstance(r, Draft) else draft_record(r, sid_json) for r in records]
         self._migrated()
@@ -544,6 +641,13 @@ class Store:
                 texts.append(at_text)
             payload = b"".join(lines)
             frame = frames.encode_frame(payload, self._compressor())
+            if len(payload) > frames.inflate_limit(len(frame)):
+                # Readers refuse such a frame as a decompression bomb (frames.py).
+                raise InvalidContent(
+                    f"these {len(records)} records make {len(payload):,} bytes that compress "
+                    f"over {frames.MAX_INFLATE_RATIO} times; append them in smaller batches; "
+                    "nothing was written"
+                )
             appender = self._appender(sid)
             rolls = appender.rolls
             name, start, end = appender.append(frame, sync=self.sync == "always")
@@ -617,6 +721,8 @@ class Store:
         """Re-derive every invariant from the files; with ``repair``, fix what can be fixed."""
         from .check import check_store
 
+        if repair:
+            self._refuse_if_read_only("repair it")
         return check_store(self, repair=repair)
 
     # -- the query layer (query.py): a derived, rebuildable cache -------------------------------
@@ -686,6 +792,7 @@ class Store:
         """Seal hot segments into content-named Parquet and purge deleted and edited content."""
         from .compaction import compact
 
+        self._refuse_if_read_only("compact it")
         return compact(self, session_id)
 
     def prune(
@@ -699,6 +806,8 @@ class Store:
         """Delete messages older than ``older_than`` (retention); compaction removes the bytes."""
         from .retention import prune
 
+        if not dry_run:
+            self._refuse_if_read_only("prune it")
         return prune(self, older_than, user_id=user_id, org_id=org_id, dry_run=dry_run)
 
     def watch(self, callback: Callable[[WatchEvent], None], **options: Any) -> Watcher:
@@ -706,6 +815,43 @@ class Store:
         from .watch import watch
 
         return watch(self, callback, **options)
+
+
+def _read_only(root: Path) -> bool:
+    """An existing store that this process cannot write: a read-only mount, or permissions.
+
+    access() answers for the file system too (EROFS), also for root, whom permissions do not
+    stop. A folder that is not a store yet is never read-only here: creating it reports why.
+    """
+    if not (root / layout.MARKER).exists():
+        return False
+    sessions = root / layout.SESSIONS
+    folders = [root, sessions] if sessions.exists() else [root]
+    return not all(os.access(f, os.W_OK) for f in folders)
+
+
+def _local_cache_root(root: Path) -> Path:
+    """Where a read-only store keeps its local cache: under the user's cache folder, named by
+    the store's real path and its sessions folder's identity (device and inode), so that two
+    stores never share a cache and a store replaced at the same path gets a fresh one."""
+    import hashlib
+
+    import platformdirs
+
+    real = root.resolve()
+    try:
+        st = os.stat(real / layout.SESSIONS)
+        identity = f"{st.st_dev}:{st.st_ino}"
+    except OSError:
+        identity = "-"
+    key = hashlib.sha256(f"{real}\0{identity}".encode()).hexdigest()[:32]
+    base = Path(platformdirs.user_cache_dir("convstore", appauthor=False)) / "read-only"
+    folder = base / key
+    # Derived copies of the conversations live here: private, like the store (0700).
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(base, 0o700)
+    os.chmod(folder, 0o700)
+    return folder
 
 
 _STORES: weakref.WeakSet[Store] = weakref.WeakSet()

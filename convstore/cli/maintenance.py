@@ -8,9 +8,7 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from ..compaction import compact as compact_store
 from ..gitsync import sync as git_sync
-from ..retention import prune as prune_store
 from ..watch import WatchEvent
 from ._common import (
     JsonOpt,
@@ -41,7 +39,7 @@ def compact(
 ) -> None:
     """Seal hot segments into Parquet and remove deleted and edited content from the files."""
     with open_store(ctx, store) as s:
-        report = compact_store(s, session_id)
+        report = s.compact(session_id)
     if json:
         print_json(report.to_dict())
         return
@@ -74,10 +72,10 @@ def prune(
 ) -> None:
     """Delete old messages (retention); sessions idle since the cutoff are deleted whole."""
     with open_store(ctx, store) as s:
-        report = prune_store(s, older_than, user_id=user, org_id=org, dry_run=dry_run)
+        report = s.prune(older_than, user_id=user, org_id=org, dry_run=dry_run)
         compacted = None
         if then_compact and not dry_run:
-            compacted = [compact_store(s, sid) for sid in report.sessions]
+            compacted = [s.compact(sid) for sid in report.sessions]
     if json:
         body = report.to_dict()
         if compacted is not None:

@@ -119,13 +119,38 @@ def import_(
         str | None,
         typer.Option("--org", metavar="ORG", help="Organisation of sessions that do not name one."),
     ] = None,
+    max_size: Annotated[
+        str,
+        typer.Option(
+            "--max-size",
+            metavar="SIZE",
+            help="Refuse a file (or the JSON in a zip) larger than this: 500M, 4G.",
+        ),
+    ] = "2G",
+    max_ratio: Annotated[
+        float,
+        typer.Option(
+            "--max-ratio",
+            metavar="N",
+            min=1,
+            help="Refuse a zip whose JSON inflates more than N times (a zip bomb).",
+        ),
+    ] = importers.MAX_IMPORT_RATIO,
     store: StoreOpt = None,
     json: JsonOpt = False,
 ) -> None:
     """Import ChatGPT, Claude, OpenAI-style or convstore exports. Safe to run twice."""
+    limit = _size(max_size)
     # Read and check every file before the store is even opened: a refusal leaves no trace.
     with spinner(f"Reading {len(files)} file(s)"):
-        plan = importers.plan_files(files, format=format.value, user_id=user, org_id=org)
+        plan = importers.plan_files(
+            files,
+            format=format.value,
+            user_id=user,
+            org_id=org,
+            max_bytes=limit,
+            max_ratio=max_ratio,
+        )
     if not (store_path(ctx, store) / layout.MARKER).exists():
         importers.check_parents(plan, None)  # no store yet: branches must find parents in the files
     with open_store(ctx, store, create=True) as s, progress("Importing") as update:
@@ -141,6 +166,25 @@ def import_(
         f"{report.sessions_skipped} session(s) and {report.messages_skipped} message(s) "
         "were already there"
     )
+
+
+_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+
+def _size(text: str) -> int:
+    """``500M``, ``4G``, ``1048576``: a size in bytes, with binary units."""
+    raw = text.strip().upper().removesuffix("B").removesuffix("I")
+    unit = raw[-1:] if raw[-1:] in _UNITS else ""
+    try:
+        value = float(raw[: len(raw) - len(unit)])
+    except ValueError:
+        value = -1.0
+    if not value >= 1 or value * _UNITS[unit] > 2**62:
+        raise typer.BadParameter(
+            f"{text!r} is not a size; write it as 500M, 4G or a number of bytes",
+            param_hint="'--max-size'",
+        )
+    return int(value * _UNITS[unit])
 
 
 def register(app: typer.Typer) -> None:

@@ -478,6 +478,11 @@ TOKEN_PATTERN = (
     r"|\p{Extended_Pictographic}"
     r"|[[\p{Alphabetic}\p{N}]--[" + _CJK + r"]][[\p{Alphabetic}\p{M}\p{N}]--[" + _CJK + "]]*"
 )
+# The same scripts for Python's re (which has no script classes), to tell CJK marks apart.
+_CJK_RUN = re.compile(
+    "[\u1100-\u11ff\u3005\u3040-\u30ff\u3100-\u318f\u31f0-\u31ff\u3400-\u4dbf"
+    "\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff66-\uff9f\U00020000-\U0003ffff]+"
+)
 _MAX_TOKEN_CHARS = 40  # longer tokens (hashes, base64) are not indexed, as with en_stem
 
 
@@ -824,12 +829,17 @@ def make_snippet(gen: tantivy.SnippetGenerator, text: str, words: list[str]) -> 
             ranges[-1][1] = max(ranges[-1][1], r[1])
         else:
             ranges.append([r[0], r[1]])
-    if not ranges:
+    # tantivy marks every term of a phrase wherever it occurs: for a CJK word, each of its
+    # characters. Only runs that hold a whole CJK word of the query are marks worth showing.
+    runs = _CJK_RUN.findall(" ".join(words))
+    pieces = [(start, end, fragment[start:end].decode("utf-8", "replace")) for start, end in ranges]
+    pieces = [p for p in pieces if not _CJK_RUN.fullmatch(p[2]) or any(run in p[2] for run in runs)]
+    if not pieces:
         return _fallback_snippet(text, words)
     out, pos = [], 0
-    for start, end in ranges:
+    for start, end, marked in pieces:
         out.append(fragment[pos:start].decode("utf-8", "replace"))
-        out.append(HIGHLIGHT_START + fragment[start:end].decode("utf-8", "replace") + HIGHLIGHT_END)
+        out.append(HIGHLIGHT_START + marked + HIGHLIGHT_END)
         pos = end
     out.append(fragment[pos:].decode("utf-8", "replace"))
     return "".join(out)

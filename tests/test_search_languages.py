@@ -52,6 +52,7 @@ class TestSnippetsMarkTheMatchedCharacters:
             ("tonight", "emoji", "tonight"),
             ("北京", "zh", "北京"),
             ("서울은", "ko", "서울은"),
+            ("한국어", "ko", "한국어"),  # not the 어 of 있어요 too
             ("日本語", "ja", "日本語"),
         ],
     )

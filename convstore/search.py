@@ -42,7 +42,7 @@ from .errors import QueryError
 from .ids import to_us
 
 SCHEMA_FIELDS = (
-    "text",
+    "text_v2",
     "id",
     "session",
     "user",
@@ -53,12 +53,14 @@ SCHEMA_FIELDS = (
     "day",
     "created_at",
 )
-# The tokenizer of every text field, as the index's meta.json records it: the name of the text
-# analyzer carries its version, so an index built with another analyzer (an older convstore's)
-# is found stale when it is opened, and rebuilt, instead of answering with the wrong tokens.
+# The field of a message's text and its analyzer carry the analyzer's version: an index built
+# with another analyzer is found stale when it is opened (by its fields, as convstore before
+# version 2 of the analyzer checks them too, or by the tokenizer meta.json records for a field),
+# and rebuilt, instead of answering with the wrong tokens or failing on an unknown tokenizer.
+TEXT_FIELD = "text_v2"
 TEXT_TOKENIZER = "convstore_text_v2"
 SCHEMA_TOKENIZERS = {
-    "text": TEXT_TOKENIZER,
+    TEXT_FIELD: TEXT_TOKENIZER,
     **{name: "raw" for name in ("id", "session", "user", "org", "role", "title", "month", "day")},
 }
 QUERY_FIELDS = frozenset({"text", "role", "session", "user", "org"})
@@ -72,7 +74,9 @@ SNIPPET_CHARS = 200
 
 def build_schema() -> tantivy.Schema:
     sb = tantivy.SchemaBuilder()
-    sb.add_text_field("text", stored=False, tokenizer_name=TEXT_TOKENIZER, index_option="position")
+    sb.add_text_field(
+        TEXT_FIELD, stored=False, tokenizer_name=TEXT_TOKENIZER, index_option="position"
+    )
     # Small stored fields give a hit everything but its text without asking the catalog
     # (a session's title is copied into its documents, like its user and org).
     for name in ("id", "session", "user", "org", "role", "title"):
@@ -242,13 +246,13 @@ class SearchIndex:
         query = parsed.query
         extra = []
         for prefix in parsed.prefixes:
-            for term, _ in self.searcher.terms_with_prefix("text", prefix, limit=64):
-                extra.append(tantivy.Query.term_query(self.schema, "text", term))
+            for term, _ in self.searcher.terms_with_prefix(TEXT_FIELD, prefix, limit=64):
+                extra.append(tantivy.Query.term_query(self.schema, TEXT_FIELD, term))
         if extra:
             query = tantivy.Query.boolean_query(
                 [(tantivy.Occur.Should, query)] + [(tantivy.Occur.Should, q) for q in extra]
             )
-        gen = tantivy.SnippetGenerator.create(self.searcher, query, self.schema, "text")
+        gen = tantivy.SnippetGenerator.create(self.searcher, query, self.schema, TEXT_FIELD)
         gen.set_max_num_chars(SNIPPET_CHARS)
         return gen
 
@@ -446,7 +450,7 @@ def document_from(
     text: str,
 ) -> tantivy.Document:
     doc = tantivy.Document()
-    doc.add_text("text", text)
+    doc.add_text(TEXT_FIELD, text)
     doc.add_text("id", mid)
     doc.add_text("session", sid)
     doc.add_text("role", role)
@@ -793,12 +797,12 @@ class Parser:
             last = self.plain.analyze(base)[-1]
             if len(tokens) == 1:
                 self.prefixes.append(last)
-                return tantivy.Query.regex_query(schema, "text", re.escape(last) + ".*")
+                return tantivy.Query.regex_query(schema, TEXT_FIELD, re.escape(last) + ".*")
             words = [*tokens[:-1], (tokens[-1][0], last)]
-            return tantivy.Query.phrase_prefix_query(schema, "text", words)  # type: ignore[arg-type]
+            return tantivy.Query.phrase_prefix_query(schema, TEXT_FIELD, words)  # type: ignore[arg-type]
         if len(tokens) == 1:
-            return tantivy.Query.term_query(schema, "text", tokens[0][1])
-        return tantivy.Query.phrase_query(schema, "text", tokens)  # type: ignore[arg-type]
+            return tantivy.Query.term_query(schema, TEXT_FIELD, tokens[0][1])
+        return tantivy.Query.phrase_query(schema, TEXT_FIELD, tokens)  # type: ignore[arg-type]
 
     def _phrase(self, text: str, slop: int) -> tantivy.Query | None:
         tokens = self._tokens(text)
@@ -807,8 +811,8 @@ class Parser:
         self._count()
         self.words.extend(_WORD.findall(text))
         if len(tokens) == 1:
-            return tantivy.Query.term_query(self.schema, "text", tokens[0][1])
-        return tantivy.Query.phrase_query(self.schema, "text", tokens, slop)  # type: ignore[arg-type]
+            return tantivy.Query.term_query(self.schema, TEXT_FIELD, tokens[0][1])
+        return tantivy.Query.phrase_query(self.schema, TEXT_FIELD, tokens, slop)  # type: ignore[arg-type]
 
 
 # -- snippets -----------------------------------------------------------------------------------
@@ -847,7 +851,7 @@ def make_snippet(gen: tantivy.SnippetGenerator, text: str, words: list[str]) -> 
 
 def _text_doc(text: str) -> tantivy.Document:
     doc = tantivy.Document()
-    doc.add_text("text", text)
+    doc.add_text(TEXT_FIELD, text)
     return doc
 
 

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from convstore import Store
-from convstore.search import SCHEMA_TOKENIZERS, SearchHit
+from convstore.search import SCHEMA_TOKENIZERS, TEXT_FIELD, SearchHit
 
 MARKED = re.compile("\u00ab(.*?)\u00bb")
 
@@ -120,17 +120,25 @@ class TestEveryScriptIsSearchable:
 
 
 class TestAnOldIndexIsRebuilt:
-    def test_an_index_built_with_the_old_tokenizer_is_rebuilt_and_finds_cjk(
-        self, world: Store
+    @pytest.mark.parametrize(
+        ("field", "tokenizer"),
+        [
+            pytest.param("text", "en_stem", id="as-convstore-before-the-new-analyzer-wrote-it"),
+            pytest.param(TEXT_FIELD, "en_stem", id="same-field-other-analyzer"),
+        ],
+    )
+    def test_an_index_built_with_another_analyzer_is_rebuilt_and_finds_cjk(
+        self, world: Store, field: str, tokenizer: str
     ) -> None:
         assert world.search("日本")  # builds the cache
         path = world.path
         world.close()
         (meta,) = (path / ".cache" / "index").glob("*/meta.json")
         body = json.loads(meta.read_text())
-        for field in body["schema"]:
-            if field["name"] == "text":
-                field["options"]["indexing"]["tokenizer"] = "en_stem"  # as version 1 wrote it
+        for entry in body["schema"]:
+            if entry["name"] == TEXT_FIELD:
+                entry["name"] = field
+                entry["options"]["indexing"]["tokenizer"] = tokenizer
         meta.write_text(json.dumps(body))
         with Store(path) as again:
             assert [h.session_id for h in again.search("日本")] == ["ja"]
@@ -139,4 +147,4 @@ class TestAnOldIndexIsRebuilt:
             f["name"]: f["options"].get("indexing", {}).get("tokenizer")
             for f in json.loads(meta.read_text())["schema"]
         }
-        assert tokenizers["text"] == SCHEMA_TOKENIZERS["text"] != "en_stem"
+        assert tokenizers[TEXT_FIELD] == SCHEMA_TOKENIZERS[TEXT_FIELD] != "en_stem"

@@ -595,7 +595,10 @@ class Parser:
             )
         _check_unicode(text, "the search query")
         self.toks = self._lex()
-        query = self._or(0)
+        try:
+            query = self._or(0)
+        except ValueError as e:  # tantivy refused a query it was built: say so, never crash
+            raise QueryError(f"cannot search for {self._short()}: {e}") from None
         if self.pos < len(self.toks):  # only a ")" stops the outermost level early
             raise self._syntax(f"the `)` at character {self.toks[self.pos].at} closes nothing")
         if query is None:

@@ -55,7 +55,6 @@ from .search import (
     SearchIndex,
     document,
     make_snippet,
-    query_words,
 )
 from .stats import Stats, compute
 
@@ -723,7 +722,7 @@ class QueryLayer:
         if self._reload_index:
             index.reload()
             self._reload_index = False
-        parsed, prefixes = index.parse(query)
+        parsed = index.parse(query)
         filters = index.filters(
             session_id=session_id,
             user_id=user_id,
@@ -734,7 +733,7 @@ class QueryLayer:
         )
         newest = order == "newest"
         try:
-            top = index.top(parsed, filters, limit, newest)
+            top = index.top(parsed.query, filters, limit, newest)
         except BaseException as e:
             if isinstance(e, ValueError):
                 raise QueryError(f"search failed: {e}") from None
@@ -746,8 +745,8 @@ class QueryLayer:
             self._sync()  # another process may have indexed them a moment before publishing
             catalog, _ = self._snapshot()
             texts = self._texts(catalog, [f.message_id for f in top])
-        gen = index.highlighter(parsed, prefixes)
-        words = query_words(query)
+        gen = index.highlighter(parsed)
+        words = parsed.words
         hits = []
         for f in top:
             text = texts.get(f.message_id)

@@ -46,7 +46,7 @@ def search(
     ctx: typer.Context,
     query: Annotated[
         str,
-        typer.Argument(help='Words, "a phrase", AND/OR/NOT, prefix* (stemmed English matching).'),
+        typer.Argument(help='Words, "a phrase", AND/OR/NOT, prefix*, role:user (any language).'),
     ],
     session_id: Annotated[
         str | None,

@@ -350,6 +350,10 @@ class Catalog:
         self._delta_keys: dict[str, set[Any]] = {}
         self._mask_values: dict[str, set[Any]] = {}
         self._registered = 0  # names given to Arrow tables registered for one statement
+        # The connection user SQL runs on (``user_connection``), made on demand.
+        self._user: duckdb.DuckDBPyConnection | None = None
+        self._user_views: tuple[bool, ...] | None = None
+        self._user_databases: list[tuple[Any, ...]] = []
         # Filled by ingest.load_positions; parts applied afterwards are logged for it to replay.
         self.positions: dict[str, Any] | None = None
         self.position_log: list[tuple[str, list[Any], list[Row]]] = []
@@ -358,6 +362,7 @@ class Catalog:
     # -- opening ----------------------------------------------------------------------------
 
     def close(self) -> None:
+        self.drop_user_connection()
         with contextlib.suppress(duckdb.Error):
             self.con.close()
 
@@ -403,6 +408,7 @@ class Catalog:
 
     def _forget(self) -> None:
         """Drop the snapshot (after a failed load), so that the next load starts afresh."""
+        self.drop_user_connection()
         if self._attached is not None:
             with contextlib.suppress(duckdb.Error):
                 self.run(f"DETACH {self.BASE}")
@@ -418,6 +424,7 @@ class Catalog:
         path = self.folder / base
         if not path.is_file():
             raise CacheInvalid(f"catalog base {path} is missing")
+        self.drop_user_connection()  # it holds the old base: the next user query makes anew
         if self._attached is not None:
             self.run(f"DETACH {self.BASE}")
             self._attached = None
@@ -447,12 +454,10 @@ class Catalog:
         self._reset_delta()
 
     def _reset_delta(self) -> None:
-        self.run(f"CREATE SCHEMA IF NOT EXISTS {self.DELTA}")
+        self.drop_user_connection()
+        for sql in self._delta_ddl():
+            self.run(sql)
         for spec in TABLES.values():
-            cols = ", ".join(f"{_q(c.name)} {c.sql}" for c in spec.columns)
-            self.run(f"CREATE OR REPLACE TABLE {self.DELTA}.{spec.name} ({cols})")
-            mask_type = spec.column(spec.mask).sql
-            self.run(f"CREATE OR REPLACE TABLE {self.DELTA}.{spec.name}_mask (m {mask_type})")
             self._masked[spec.name] = False
             self._delta_keys[spec.name] = set()
             self._mask_values[spec.name] = set()
@@ -460,11 +465,27 @@ class Catalog:
         self.positions = None
         self.position_log = []
 
+    def _delta_ddl(self) -> list[str]:
+        out = [f"CREATE SCHEMA IF NOT EXISTS {self.DELTA}"]
+        for spec in TABLES.values():
+            cols = ", ".join(f"{_q(c.name)} {c.sql}" for c in spec.columns)
+            out.append(f"CREATE OR REPLACE TABLE {self.DELTA}.{spec.name} ({cols})")
+            mask_type = spec.column(spec.mask).sql
+            out.append(f"CREATE OR REPLACE TABLE {self.DELTA}.{spec.name}_mask (m {mask_type})")
+        return out
+
     def _make_views(self) -> None:
         shape = tuple(self._masked[t] for t in TABLES)
-        if shape == self._view_shape:
-            return  # the views only change when a table gains its first mask
-        self._view_shape = shape
+        if shape != self._view_shape:  # the views only change when a table gains its first mask
+            self._view_shape = shape
+            for sql in self._view_ddl():
+                self.run(sql)
+        if self._user is not None and self._user_views != shape:
+            self._on_user(self._view_ddl())
+            self._user_views = shape
+
+    def _view_ddl(self) -> list[str]:
+        out = []
         for spec in TABLES.values():
             if not spec.public:
                 continue
@@ -475,10 +496,11 @@ class Catalog:
                     f" b WHERE NOT EXISTS (SELECT 1 FROM {self.DELTA}.{spec.name}_mask x "
                     f"WHERE x.m = b.{_q(spec.mask)})"
                 )
-            self.run(
+            out.append(
                 f"CREATE OR REPLACE VIEW main.{spec.name} AS {base} "
                 f"UNION ALL SELECT {cols} FROM {self.DELTA}.{spec.name}"
             )
+        return out
 
     def base_rows(self, table: str, where: str = "", params: Sequence[Any] = ()) -> str:
         """SQL for the live base rows of ``table`` (masked ones left out), all columns."""
@@ -544,21 +566,24 @@ class Catalog:
             self.position_log.append(
                 (spec.name, list(removed), [] if rows is None else rows.to_pylist())
             )
+        mirror = self._user is not None
         with contextlib.ExitStack() as registered:
             if drop:
-                where = registered.enter_context(self.in_keys(spec.key, drop))
+                where = registered.enter_context(self.in_keys(spec.key, drop, mirror=mirror))
                 statements.append(f"DELETE FROM {delta} WHERE {where}")
             if len(fresh) > _BIG_LIST:
-                name = registered.enter_context(self._key_table(fresh))
+                name = registered.enter_context(self._key_table(fresh, mirror=mirror))
                 statements.append(f"INSERT INTO {delta}_mask SELECT k FROM {name}")
             elif fresh:
                 values = ", ".join(f"({_literal(m)})" for m in fresh)
                 statements.append(f"INSERT INTO {delta}_mask VALUES {values}")
             if rows is not None and rows.num_rows > 0:
-                name = registered.enter_context(self._key_table(rows))
+                name = registered.enter_context(self._key_table(rows, mirror=mirror))
                 statements.append(f"INSERT INTO {delta} SELECT * FROM {name}")
             if statements:
                 self.run(";\n".join(statements))
+                if mirror:
+                    self._on_user([";\n".join(statements)])
         keys.difference_update(drop)
         if fresh:
             seen.update(fresh)
@@ -569,27 +594,123 @@ class Catalog:
         self.delta_rows += len(fresh)
 
     @contextlib.contextmanager
-    def in_keys(self, column: str, keys: Sequence[Any]) -> Iterator[str]:
+    def in_keys(self, column: str, keys: Sequence[Any], *, mirror: bool = False) -> Iterator[str]:
         """``column IN (...)`` for a ``with`` block: literal keys for a short list (DuckDB looks
         them up in the id index), a registered Arrow table for a long one (40,000 literal keys
-        cost DuckDB 0.45 s to parse and plan, a table 8 ms)."""
+        cost DuckDB 0.45 s to parse and plan, a table 8 ms). ``mirror``: the user connection
+        can read it too."""
         if len(keys) <= _BIG_LIST:
             yield in_list(column, keys)
             return
-        with self._key_table(keys) as name:
+        with self._key_table(keys, mirror=mirror) as name:
             yield f"{_q(column)} IN (SELECT k FROM {name})"
 
     @contextlib.contextmanager
-    def _key_table(self, values: Sequence[Any] | pa.Table) -> Iterator[str]:
+    def _key_table(
+        self, values: Sequence[Any] | pa.Table, *, mirror: bool = False
+    ) -> Iterator[str]:
         """``values`` (a column ``k``, or a table as it is) registered under a fresh name."""
         self._registered += 1
         name = f"_registered_{self._registered}"
         table = values if isinstance(values, pa.Table) else pa.table({"k": list(values)})
-        self.con.register(name, table)
+        cons = [self.con]
+        if mirror and self._user is not None:
+            cons.append(self._user)
+        for con in cons:
+            con.register(name, table)
         try:
             yield name
         finally:
-            self.con.unregister(name)
+            for con in cons:
+                with contextlib.suppress(duckdb.Error):
+                    con.unregister(name)
+
+    # -- the connection user SQL runs on --------------------------------------------------
+
+    def user_connection(self) -> duckdb.DuckDBPyConnection:
+        """A connection that sees the public tables and nothing else, for user SQL.
+
+        A DuckDB database of its own: its configuration (files, settings, extensions) is
+        per database, and the catalog's own connection must keep writing cache files. It
+        attaches this snapshot's base read-only and holds a copy of the delta tables, which
+        every later change is mirrored into. Then external access and the local file system
+        are switched off (no file is read or written, no extension installed or loaded) and
+        the configuration locked.
+        Run each user statement in a read-only transaction on a cursor of it (``QueryLayer``
+        does): DuckDB then refuses every write. Made anew for a new base.
+        """
+        if self._user is not None:
+            return self._user
+        assert self._attached is not None
+        con = duckdb.connect(
+            ":memory:",
+            config={
+                "autoinstall_known_extensions": False,
+                "autoload_known_extensions": False,
+                "allow_community_extensions": False,
+                "allow_persistent_secrets": False,
+                # SQL must not read the caller's Python variables (DataFrames, tables) by name.
+                "python_enable_replacements": False,
+            },
+        )
+        try:
+            con.execute("SET TimeZone = 'UTC'")
+            path = self.folder / self._attached
+            con.execute(f"ATTACH {_sql_str(str(path))} AS {self.BASE} (READ_ONLY)")
+            for sql in self._delta_ddl():
+                con.execute(sql)
+            for spec in TABLES.values():
+                for table in (f"{self.DELTA}.{spec.name}", f"{self.DELTA}.{spec.name}_mask"):
+                    rows = self.con.sql(f"SELECT * FROM {table}").to_arrow_table()
+                    if rows.num_rows:
+                        con.register("_copy", rows)
+                        con.execute(f"INSERT INTO {table} SELECT * FROM _copy")
+                        con.unregister("_copy")
+            for sql in self._view_ddl():
+                con.execute(sql)
+            # Order matters: the lock comes last. With external access off DuckDB still lets
+            # SQL read the files of attached databases (read_blob of the base): the local
+            # file system goes too. The base stays readable through the handle already open.
+            con.execute("SET allow_extension_repositories = 'forbidden'")
+            con.execute("SET enable_external_access = false")
+            con.execute("SET disabled_filesystems = 'LocalFileSystem'")
+            con.execute("SET lock_configuration = true")
+        except BaseException:
+            con.close()
+            raise
+        self._user = con
+        self._user_views = tuple(self._masked[t] for t in TABLES)
+        self._user_databases = self.user_databases(con)
+        return con
+
+    @staticmethod
+    def user_databases(con: duckdb.DuckDBPyConnection) -> list[tuple[Any, ...]]:
+        return con.execute(
+            "SELECT database_name, path, readonly FROM duckdb_databases() ORDER BY 1"
+        ).fetchall()
+
+    def user_connection_intact(self) -> bool:
+        """Whether the user connection still has exactly the databases it was made with.
+
+        A read-only transaction does not stop ATTACH and DETACH (they change no database's
+        contents): a statement that ran one leaves a connection that is thrown away."""
+        return self._user is None or self.user_databases(self._user) == self._user_databases
+
+    def drop_user_connection(self) -> None:
+        con, self._user = self._user, None
+        self._user_views = None
+        if con is not None:
+            with contextlib.suppress(duckdb.Error):
+                con.close()
+
+    def _on_user(self, statements: list[str]) -> None:
+        """Mirror statements into the user connection; a failure drops it (it is remade)."""
+        assert self._user is not None
+        try:
+            for sql in statements:
+                self._user.execute(sql)
+        except duckdb.Error:
+            self.drop_user_connection()
 
     def publish(
         self, changes: Mapping[str, TableChanges], index_opstamp: int, purge_debt: int = 0

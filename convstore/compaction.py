@@ -905,6 +905,18 @@ _workers_guard = threading.Lock()
 _exiting = threading.Event()
 
 
+def _forget_workers_after_fork() -> None:
+    # A forked child has none of the parent's compaction threads, and one of them may have
+    # held a worker's condition or this guard: waiting on them (close() does) would hang.
+    global _workers, _workers_guard
+    _workers = weakref.WeakKeyDictionary()
+    _workers_guard = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_workers_after_fork)
+
+
 @atexit.register
 def _stop_workers() -> None:
     # atexit runs before daemon threads are frozen: let a running compaction finish its

@@ -16,6 +16,7 @@ and never wait for a refresh, except the first open of an empty cache, which wai
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
@@ -626,7 +627,13 @@ class QueryLayer:
     def sql(
         self, query: str, params: Sequence[Any] | Mapping[str, Any] | None = None
     ) -> QueryResult:
-        """Run one read-only statement (SELECT, WITH, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN)."""
+        """Run one read-only statement (SELECT, WITH, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN).
+
+        The statement runs on the catalog's user connection (``Catalog.user_connection``):
+        it sees the public tables and nothing else, reads and writes no file, changes no
+        setting and loads no extension, whatever it is. The statement-type check below only
+        gives the common refusals a clearer message; DuckDB's configuration is the guard.
+        """
         if not isinstance(query, str) or not query.strip():
             raise QueryError("the SQL query is empty")
         if params is not None and not isinstance(params, (Mapping, list, tuple)):
@@ -645,25 +652,34 @@ class QueryLayer:
                     f"run one SQL statement at a time (got {len(statements)}); "
                     "the catalog is read-only"
                 )
-            kind = statements[0].type.name
-            if kind not in _ALLOWED:
-                raise QueryError(
-                    f"{kind} statements are refused: the catalog is a read-only cache of the "
-                    "store's files. Query it with SELECT (or WITH, DESCRIBE, SHOW, SUMMARIZE); "
-                    "change data through the store API"
-                )
+            _check_kind(statements[0])
             for attempt in range(2):
                 try:
-                    rel = catalog.con.sql(query, params=args)
-                    table = rel.to_arrow_table() if rel is not None else pa.table({})
-                    return QueryResult(table)
+                    return QueryResult(self._run_user(catalog, query, args))
                 except duckdb.Error as e:
                     if attempt == 0 and _is_damage(e, self.catalog_dir):
                         self._recover(str(e))
                         catalog, _ = self._ready()
                         continue
-                    raise QueryError(f"SQL error: {_first_line(e)}") from None
+                    raise QueryError(_refusal(e)) from None
         raise AssertionError("unreachable")
+
+    @staticmethod
+    def _run_user(catalog: Catalog, query: str, args: Any) -> pa.Table:
+        """Run one user statement in a read-only transaction on a fresh cursor of the user
+        connection: per-connection state (USE, temporary objects, variables) dies with it."""
+        cur = catalog.user_connection().cursor()
+        try:
+            cur.execute("BEGIN TRANSACTION READ ONLY")
+            rel = cur.sql(query, params=args)
+            return rel.to_arrow_table() if rel is not None else pa.table({})
+        finally:
+            with contextlib.suppress(duckdb.Error):  # a COMMIT or an error may have ended it
+                cur.execute("ROLLBACK")
+            cur.close()
+            if not catalog.user_connection_intact():
+                catalog.drop_user_connection()
+                raise QueryError(_READ_ONLY + "ATTACH and DETACH are not allowed")
 
     # -- search -------------------------------------------------------------------------------
 
@@ -843,6 +859,41 @@ class QueryLayer:
             self._catch_up(explicit=True)
             catalog, _ = self._snapshot()
             return [r[0] for r in catalog.rows(sql, params)]
+
+
+_READ_ONLY = "SQL over a store is read-only and sees only the catalog's tables: "
+
+
+def _check_kind(statement: duckdb.Statement) -> None:
+    """Refuse what is plainly not a query, with a message that says so."""
+    try:
+        kind = statement.type.name
+    except ValueError:  # a statement type this version of the bindings has no name for
+        kind = "UNKNOWN"
+    if kind in _ALLOWED:
+        return
+    if kind == "LOAD":
+        raise QueryError(
+            _READ_ONLY + "extension loading (INSTALL, LOAD) is not allowed; "
+            "query the tables with SELECT"
+        )
+    raise QueryError(
+        f"{kind} statements are refused: the catalog is a read-only cache of the "
+        "store's files. Query it with SELECT (or WITH, DESCRIBE, SHOW, SUMMARIZE); "
+        "change data through the store API"
+    )
+
+
+def _refusal(e: duckdb.Error) -> str:
+    """The message for a statement DuckDB refused: what it may not do, else its error."""
+    first = _first_line(e)
+    if isinstance(e, duckdb.PermissionException):
+        return _READ_ONLY + f"file access and extensions are not allowed ({first})"
+    if isinstance(e, duckdb.TransactionException) and "read-only" in first:
+        return _READ_ONLY + f"writes are not allowed ({first})"
+    if "configuration has been locked" in first:
+        return _READ_ONLY + f"changing settings is not allowed ({first})"
+    return f"SQL error: {first}"
 
 
 def _first_line(e: BaseException) -> str:

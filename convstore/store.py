@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import ctypes
 import os
 import sys
 import threading
@@ -206,6 +207,11 @@ class Store:
         the parent through the inherited descriptor, and another parent thread may have held a
         threading lock at the moment of the fork. Views are dropped too (they may have been
         mid-update); the child rebuilds what it reads.
+
+        The query layer is abandoned, never closed: DuckDB and tantivy objects own threads
+        that do not exist in the child and mutexes another parent thread may have held, so
+        running their destructors here crashes (SIGSEGV) or hangs. The child opens its own
+        connections and index readers when it next queries.
         """
         self._guard = threading.Lock()
         self._locks.after_fork()
@@ -216,7 +222,12 @@ class Store:
         self._views.clear()
         self._view_locks.clear()
         self._local = threading.local()
+        # The parent's flusher thread is gone and may have held its Event's lock; the child
+        # starts its own at its first write (_write).
+        self._stop = threading.Event()
         self._flusher = None
+        if self._query is not None:
+            abandon(self._query)
         self._query = None
 
     def close(self) -> None:
@@ -855,6 +866,16 @@ def _local_cache_root(root: Path) -> Path:
 
 
 _STORES: weakref.WeakSet[Store] = weakref.WeakSet()
+# What a forked child inherited and must never destroy (see Store._after_fork). The list holds
+# one extra reference that nothing releases, so that not even the interpreter's finalisation at
+# the child's exit frees what it holds.
+_ABANDONED: list[object] = []
+ctypes.pythonapi.Py_IncRef(ctypes.py_object(_ABANDONED))
+
+
+def abandon(obj: object) -> None:
+    """Keep ``obj`` alive for the rest of this (forked) process, destructors never run."""
+    _ABANDONED.append(obj)
 
 
 def _reset_after_fork() -> None:

@@ -8,7 +8,8 @@ import sys
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeVar
@@ -17,7 +18,7 @@ import orjson
 
 from . import frames, layout
 from .dates import When, parse_range
-from .errors import InvalidInput, SessionExists, SessionNotFound
+from .errors import InvalidInput, SessionExists, SessionNotFound, StoreError
 from .ids import format_us, new_id, new_ids, now_us, parse_us, to_us, validate_session_id
 from .locks import LockTable, SessionLock
 from .records import Draft, JSONDict, Message, check_metadata, draft_record
@@ -79,6 +80,10 @@ class Store:
             raise InvalidInput(f"sync must be 'always', 'interval' or 'close', not {sync!r}")
         self.path = Path(path).expanduser() if path is not None else layout.default_path()
         layout.init_folder(self.path)
+        # The folder this Store opened, by identity: a write refuses to go on once the path
+        # names another folder (or none), rather than start a ghost store nobody reads.
+        root = os.stat(self.path)
+        self._root_id = (root.st_dev, root.st_ino)
         if not isinstance(roll_bytes, int) or roll_bytes < 1:
             raise InvalidInput(f"roll_bytes must be a positive integer, not {roll_bytes!r}")
         self.sync = sync
@@ -220,13 +225,16 @@ class Store:
             at = parse_range(created_at, None)[0]
         record = self._record("session", sid, at_us=at, **fields)
         folder = self._session_folder(sid)
+        self._check_root()
         with self._locks.get(sid):
-            view = self._live_view(sid)
-            if view.exists:
-                state = "was deleted" if view.dropped else "exists"
+            self._check_root()  # before mkdir: a moved store must not grow a ghost folder
+            with self._reading(sid) as view:
+                exists, dropped = view.exists, view.dropped is not None
+            if exists:
+                state = "was deleted" if dropped else "exists"
                 raise SessionExists(
                     f"session {sid!r} {state} in {self.path}; choose another id"
-                    + ("" if view.dropped else f" or open it with store.session({sid!r})")
+                    + ("" if dropped else f" or open it with store.session({sid!r})")
                 )
             if not folder.exists():
                 folder.mkdir(parents=True, exist_ok=True)
@@ -237,8 +245,9 @@ class Store:
     def session(self, session_id: str) -> Session:
         """The session with this id; raises SessionNotFound."""
         sid = validate_session_id(session_id)
-        view = self._live_view(sid)
-        if not view.exists or view.dropped:
+        with self._reading(sid) as view:
+            gone = not view.exists or view.dropped is not None
+        if gone:
             raise SessionNotFound(
                 f"no session {sid!r} in {self.path}; list them with `convstore ls` "
                 "or store.sessions()"
@@ -287,8 +296,10 @@ class Store:
 
     def delete_session(self, session_id: str) -> None:
         """Delete a session: hidden at once everywhere, its bytes purged by compaction."""
-        self.session(session_id)
-        self._write(session_id, [self._record("drop", session_id)])
+        sid = validate_session_id(session_id)
+        with self._locks.get(sid):  # so that two deletes do not both write a drop
+            self.session(sid)
+            self._write(sid, [self._record("drop", sid)])
 
     def branch(
         self,
@@ -400,6 +411,27 @@ class Store:
                 view.refresh()
         return view
 
+    @contextmanager
+    def _reading(self, sid: str) -> Iterator[SessionView]:
+        """The session's view, refreshed and used under one hold of its lock.
+
+        A refresh that finds a file gone (a compaction, a prune) rebuilds the view from
+        empty; a check made on the view after the lock was let go could see that rebuild
+        half-way and report a session or message missing that never was.
+        """
+        view = self._live_view(sid, refresh=False)
+        with self._view_lock(sid):
+            view.refresh()
+            yield view
+
+    @contextmanager
+    def _locked(self, sids: Iterable[str]) -> Iterator[None]:
+        """The session locks of several sessions, always taken in sorted order (no deadlock)."""
+        with ExitStack() as stack:
+            for sid in sorted(set(sids)):
+                stack.enter_context(self._locks.get(sid))
+            yield
+
     def _evict_views(self) -> None:
         # Called with self._guard held, when a view is added. Evicted views are only dropped
         # from the cache: a Session handle re-reads its files on its next use.
@@ -426,8 +458,7 @@ class Store:
         recent(20) of a million-message session slices 20 items instead of copying a million.
         For a branch the lists are built by merging the inherited prefix with its own messages.
         """
-        view = self._live_view(sid)
-        with self._view_lock(sid):
+        with self._reading(sid) as view:
             parent = view.field("parent")
             if not parent or sid in _seen:
                 return pick(view.order_keys, view.order)
@@ -443,6 +474,19 @@ class Store:
         return pick([(to_us(m.created_at), m.id) for m in merged], merged)
 
     # -- writing -------------------------------------------------------------------------------
+
+    def _check_root(self) -> None:
+        """Refuse to write when the store's path no longer names the folder that was opened."""
+        try:
+            st = os.stat(self.path)
+            same = (st.st_dev, st.st_ino) == self._root_id
+        except FileNotFoundError:
+            same = False
+        if not same:
+            raise StoreError(
+                f"the store folder {self.path} was moved or replaced since this Store opened "
+                "it; nothing was written. Reopen the store at its new path"
+            )
 
     def _record(self, kind: str, sid: str, *, at_us: int | None = None, **fields: Any) -> JSONDict:
         """A record to pass to ``_write``; its id (and time, unless given) are set there."""
@@ -506,10 +550,21 @@ class Store:
         """
         sid_json = orjson.dumps(sid)
         drafts = [r if isinstance(r, Draft) else draft_record(r, sid_json) for r in records]
+        self._check_root()  # before the lock: its file must not be made at a ghost path
         with self._locks.get(sid):
-            view = self._views.get(sid)
-            if view is not None and view.dropped is not None and not allow_dropped:
-                raise SessionNotFound(f"session {sid!r} was deleted; nothing was written")
+            # Under the lock, the checks cannot go stale before the bytes are written: the
+            # store is still where it was opened, and the session has not been deleted by
+            # another process of this clone or by a clone whose files a sync brought in.
+            # Catching the view up costs a stat of the folder and of each open segment.
+            self._check_root()
+            with self._reading(sid) as view:
+                dropped = view.dropped is not None
+            if dropped and not allow_dropped:
+                raise SessionNotFound(
+                    f"session {sid!r} was deleted (by this or another process, or a synced "
+                    f"clone) in {self.path}; nothing was written. Create a new session for "
+                    "what follows"
+                )
             # One clock reading and one read of the random source for the whole batch: each
             # record gets the next microsecond, and 48 random bits for its id.
             first = now_us(len(drafts))

@@ -311,6 +311,15 @@ class Store:
     ) -> Session:
         """A new session that shares ``session_id``'s history up to message ``at`` (default:
         its last message) without copying it, and records its parent."""
+        sid = validate_session_id(session_id)
+        bid = new_id() if branch_id is None else validate_session_id(branch_id)
+        # The source's lock is held from its check to the branch's first record: a delete of
+        # the source comes wholly before (the branch is refused) or after (the branch keeps
+        # what it inherits, as for any branch of a session deleted later).
+        with self._locked([sid, bid]):
+            return self._branch(sid, at, bid, title)
+
+    def _branch(self, session_id: str, at: str | None, bid: str, title: str | None) -> Session:
         source = self.session(session_id)
         ordered = source.messages()
         if at is None:
@@ -323,7 +332,7 @@ class Store:
                 f"message {at!r} is not in session {session_id!r}; pass one of its ids"
             )
         return self.create_session(
-            branch_id,
+            bid,
             title=title if title is not None else f"{source.title or source.id} (branch)",
             user_id=source.user_id,
             org_id=source.org_id,
@@ -350,11 +359,17 @@ class Store:
         Each copied message keeps its role, content and time; its metadata gains
         ``merged_from: {"session": ..., "message": ...}``.
         """
-        sources = [self.session(s) for s in session_ids]
-        if len(sources) < 2:
+        sids = [validate_session_id(s) for s in session_ids]
+        if len(sids) < 2:
             raise InvalidInput("merge needs at least two sessions")
-        if session_id is not None:
-            validate_session_id(session_id)
+        new_sid = new_id() if session_id is None else validate_session_id(session_id)
+        # Every source stays locked until the copy is written: a source deleted meanwhile
+        # (and perhaps compacted) cannot leave the merge with part of its messages.
+        with self._locked([*sids, new_sid]):
+            return self._merge(sids, new_sid, title)
+
+    def _merge(self, sids: list[str], session_id: str, title: str | None) -> Session:
+        sources = [self.session(s) for s in sids]
         ordered = merge_ordered([s.messages() for s in sources])
         first = sources[0]
         new = self.create_session(

@@ -11,6 +11,7 @@ import os
 import shutil
 import sys
 import threading
+import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -209,6 +210,8 @@ COMPACT_LOOP = """
 import sys, time
 from convstore import Store
 st = Store(sys.argv[1], auto_compact=False)
+st.compact()  # its imports take a while on a busy machine
+print("ready", flush=True)
 end = time.monotonic() + float(sys.argv[2])
 while time.monotonic() < end:
     st.compact()
@@ -222,11 +225,12 @@ class TestReadersDuringCompaction:
         with Store(store_path, auto_compact=False) as store:
             sid = "r"
             seeded = store.create_session(sid).extend(
-                [{"role": "user", "content": f"seed {i}"} for i in range(300)]
+                [{"role": "user", "content": f"seed {i}"} for i in range(1000)]
             )
             errors: list[BaseException] = []
             acked: dict[str, list[str]] = {sid: []}
-            proc = start_python(COMPACT_LOOP, str(store_path), "3", stderr=-1)
+            proc = start_python(COMPACT_LOOP, str(store_path), "3", stdout=-1, stderr=-1)
+            assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
 
             def write(k: int) -> None:
                 # New bytes for every compaction to seal; each one makes the readers' next
@@ -238,6 +242,7 @@ class TestReadersDuringCompaction:
                         acked[sid].append(m.id)
                         s.edit(m.id, f"t{k} edited")
                         assert s.get(m.id).content == f"t{k} edited"
+                        time.sleep(0.005)  # a fair chance for the compaction to take the lock
                 except BaseException as e:
                     errors.append(e)
 
@@ -251,10 +256,10 @@ class TestReadersDuringCompaction:
                     errors.append(e)
 
             threads = [threading.Thread(target=write, args=(0,))]
-            threads += [threading.Thread(target=read, args=(k,)) for k in range(4)]
+            threads += [threading.Thread(target=read, args=(k,)) for k in range(8)]
             # Hand the GIL over often, so that threads interleave at many more points.
             interval = sys.getswitchinterval()
-            sys.setswitchinterval(1e-6)
+            sys.setswitchinterval(1e-4)
             try:
                 for t in threads:
                     t.start()
@@ -266,6 +271,48 @@ class TestReadersDuringCompaction:
         assert errors == []
         assert acked[sid]
         assert readable(store_path, acked) == []
+
+
+class TestBranchAndMergeAgainstADelete:
+    def test_a_branch_is_never_made_from_a_parent_already_deleted(self, store_path: Path) -> None:
+        late: list[tuple[str, str]] = []
+        with Store(store_path, auto_compact=False) as store, Store(store_path) as other:
+            for n in range(10):
+                parent = store.create_session(f"p{n}")
+                parent.append("user", "hello")
+                made: list[str] = []
+
+                def branch(pid: str = parent.id, made: list[str] = made) -> None:
+                    try:
+                        while True:
+                            made.append(store.branch(pid).id)
+                    except SessionNotFound:
+                        return
+
+                t = threading.Thread(target=branch)
+                t.start()
+                while not made:
+                    pass
+                other.delete_session(parent.id)
+                t.join()
+                with Store(store_path) as fresh:
+                    drop = fresh._live_view(parent.id).dropped
+                    assert drop is not None
+                    for bid in made:
+                        record = fresh._live_view(bid).meta["parent"][0]
+                        if record > drop:  # the branch's first record came after the drop
+                            late.append((bid, parent.id))
+        assert late == []
+
+    def test_a_merge_whose_source_was_deleted_first_is_refused(self, store: Store) -> None:
+        a = store.create_session("a")
+        a.append("user", "x")
+        b = store.create_session("b")
+        b.append("user", "y")
+        Store(store.path).delete_session("b")
+        with pytest.raises(SessionNotFound, match="'b'"):
+            store.merge(["a", "b"], session_id="m")
+        assert "m" not in store
 
 
 class TestAMovedStore:

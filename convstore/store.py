@@ -84,6 +84,7 @@ class Store:
         # names another folder (or none), rather than start a ghost store nobody reads.
         root = os.stat(self.path)
         self._root_id = (root.st_dev, root.st_ino)
+        self._root = os.fspath(self.path)
         if not isinstance(roll_bytes, int) or roll_bytes < 1:
             raise InvalidInput(f"roll_bytes must be a positive integer, not {roll_bytes!r}")
         self.sync = sync
@@ -493,7 +494,7 @@ class Store:
     def _check_root(self) -> None:
         """Refuse to write when the store's path no longer names the folder that was opened."""
         try:
-            st = os.stat(self.path)
+            st = os.stat(self._root)
             same = (st.st_dev, st.st_ino) == self._root_id
         except FileNotFoundError:
             same = False
@@ -565,7 +566,6 @@ class Store:
         """
         sid_json = orjson.dumps(sid)
         drafts = [r if isinstance(r, Draft) else draft_record(r, sid_json) for r in records]
-        self._check_root()  # before the lock: its file must not be made at a ghost path
         with self._locks.get(sid):
             # Under the lock, the checks cannot go stale before the bytes are written: the
             # store is still where it was opened, and the session has not been deleted by

@@ -752,12 +752,16 @@ class _Lineage:
                 children: dict[str, list[tuple[str, dict[str, Any]]]] = {}
                 for sid in self.store.session_ids():
                     try:
-                        view = self.store._live_view(validate_session_id(sid))
+                        validate_session_id(sid)
                     except InvalidInput:
                         continue
-                    if view.dropped is not None:
-                        self._dropped.add(sid)
-                    parent = view.lineage_field("parent")
+                    # Under the view lock: another thread's rebuild of this view would show
+                    # a branch without its parent, and the parent's compaction would then
+                    # purge what the branch inherits.
+                    with self.store._reading(sid) as view:
+                        if view.dropped is not None:
+                            self._dropped.add(sid)
+                        parent = view.lineage_field("parent")
                     if isinstance(parent, dict) and isinstance(parent.get("session"), str):
                         children.setdefault(parent["session"], []).append((sid, parent))
                 self._children = children

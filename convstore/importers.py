@@ -1553,13 +1553,14 @@ def _parents_first(planned: list[PlannedSession]) -> list[PlannedSession]:
 
 
 def _write_session(store: Store, s: PlannedSession, report: ImportReport) -> None:
-    view = store._live_view(s.id)
-    if view.exists and view.dropped:
+    with store._reading(s.id) as view:
+        exists, dropped = view.exists, view.dropped is not None
+    if exists and dropped:
         # Deleted here on purpose: an import does not bring it back.
         report.sessions_skipped += 1
         report.messages_skipped += len(s.messages)
         return
-    if not view.exists:
+    if not exists:
         try:
             store.create_session(
                 s.id,
@@ -1581,8 +1582,8 @@ def _write_session(store: Store, s: PlannedSession, report: ImportReport) -> Non
             report.sessions_skipped += 1
     else:
         report.sessions_skipped += 1
-    view = store._live_view(s.id)
-    known = set(view.messages) | view.deleted
+    with store._reading(s.id) as view:
+        known = set(view.messages) | view.deleted
     fresh = [m.record for m in s.messages if m.id not in known]
     report.messages_skipped += len(s.messages) - len(fresh)
     batch: list[JSONDict] = []

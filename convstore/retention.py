@@ -21,6 +21,7 @@ from .ids import format_us, from_us, now_us, to_us, validate_session_id
 
 if TYPE_CHECKING:
     from .store import Store
+    from .view import SessionView
 
 __all__ = ["PruneReport", "prune"]
 
@@ -102,47 +103,83 @@ def prune(
     # does: its old inherited messages get tombstones in the deleted parent's folder.
     targets: dict[str, list[str]] = {}
     deleted: set[str] = set()  # owners of inherited messages that are deleted sessions
+    inactive: list[str] = []
     for sid in store.session_ids():
         try:
-            view = store._live_view(validate_session_id(sid))
+            validate_session_id(sid)
         except InvalidInput:
             continue
-        with store._view_lock(sid):
-            if not view.exists or view.dropped is not None:
-                continue
-            if user_id is not None and view.field("user_id") != user_id:
-                continue
-            if org_id is not None and view.field("org_id") != org_id:
+        with store._reading(sid) as view:
+            if not _chosen(view, user_id, org_id):
                 continue
             # order_keys is sorted by (created_at, id): everything before the cutoff is a prefix.
             keys, order = view.shown()
             end = bisect.bisect_left(keys, (cutoff, ""))
             own = [m.id for m in order[:end]]
-            inactive = view.last_us < cutoff
+            idle = view.last_us < cutoff
             branch = view.field("parent") is not None
         if own:
             targets.setdefault(sid, []).extend(own)
         if branch:
             for m in store._ordered(sid):
                 if m.session_id != sid and to_us(m.created_at) < cutoff:
-                    owner = store._live_view(m.session_id)
-                    if owner.dropped is not None:
+                    with store._reading(m.session_id) as owner:
+                        owner_dropped = owner.dropped is not None
+                    if owner_dropped:
                         targets.setdefault(m.session_id, []).append(m.id)
                         deleted.add(m.session_id)
-        if inactive:
-            report.dropped.append(sid)
-    for sid, ids in targets.items():
-        unique = list(dict.fromkeys(ids))  # two branches may inherit the same message
-        report.per_session[sid] = len(unique)
-        report.messages += len(unique)
+        if idle:
+            inactive.append(sid)
+    for sid in [*targets, *(s for s in inactive if s not in targets)]:
+        unique = list(dict.fromkeys(targets.get(sid, [])))  # branches may share a message
         if dry_run:
-            continue
-        for i in range(0, len(unique), _BATCH):
-            chunk = [store._record("delete", sid, target=t) for t in unique[i : i + _BATCH]]
+            n, dropped = len(unique), sid in inactive
+        else:
+            n, dropped = _settle(store, sid, unique, sid in deleted, sid in inactive, cutoff)
+        if n:
+            report.per_session[sid] = n
+            report.messages += n
+        if dropped:
+            report.dropped.append(sid)
+    return report
+
+
+def _chosen(view: SessionView, user_id: str | None, org_id: str | None) -> bool:
+    """A live session of the given user and org (call with the view lock held)."""
+    if not view.exists or view.dropped is not None:
+        return False
+    if user_id is not None and view.field("user_id") != user_id:
+        return False
+    return org_id is None or view.field("org_id") == org_id
+
+
+def _settle(
+    store: Store, sid: str, ids: list[str], owner_dropped: bool, idle: bool, cutoff: int
+) -> tuple[int, bool]:
+    """Write the tombstones for those of ``ids`` still shown and, if ``idle`` and the session
+    still is, its drop; returns (tombstones written, dropped).
+
+    The scan decided without the session locks, so that appends never wait for a whole
+    store's scan. Here each decision is taken again under the session's lock, after catching
+    up with every process's and clone's files, and held until the records are written: an
+    append acknowledged before then is seen (the session is no longer idle), one made after
+    waits for the lock and then finds the session deleted (SessionNotFound). No drop is ever
+    written over an acknowledged append.
+    """
+    with store._locks.get(sid):
+        with store._reading(sid) as view:
+            # A session deleted since the scan needs no tombstones (nor may it take them); a
+            # deleted parent whose messages a live branch inherits takes them still.
+            if (view.dropped is not None) != owner_dropped:
+                return 0, False
+            live = [t for t in ids if t not in view.deleted]
+            # The filters were checked by the scan; only activity can have changed since.
+            drop = idle and view.dropped is None and view.last_us < cutoff
+        for i in range(0, len(live), _BATCH):
+            chunk = [store._record("delete", sid, target=t) for t in live[i : i + _BATCH]]
             # A deleted parent's messages that a live branch still shows get their tombstones
             # in the parent's folder, which the store otherwise refuses to write to.
-            store._write(sid, chunk, allow_dropped=sid in deleted)
-    if not dry_run:
-        for sid in report.dropped:
+            store._write(sid, chunk, allow_dropped=owner_dropped)
+        if drop:
             store._write(sid, [store._record("drop", sid)])
-    return report
+    return len(live), drop

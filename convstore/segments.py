@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 
 from . import frames
-from .errors import ConvstoreError
+from .errors import ConvstoreError, StoreError
 from .layout import HOT_RE, fsync_dir, hot_name
 
 END_MARKER = frames.END_MARKER
@@ -65,7 +65,16 @@ class Appender:
         if seq is None and self.path is not None and self._reopen():
             return
         if not self.folder.exists():
-            self.folder.mkdir(parents=True, exist_ok=True)
+            try:
+                # Not parents=True: a store folder moved away must not be recreated here, as
+                # an empty ghost that would take this append (the store's sessions/ folder
+                # exists for as long as the store does).
+                self.folder.mkdir(exist_ok=True)
+            except FileNotFoundError:
+                raise StoreError(
+                    f"the store folder holding {self.folder} is gone (moved or deleted); "
+                    "nothing was written. Reopen the store at its new path"
+                ) from None
             fsync_dir(self.folder.parent)
         if seq is None:
             seq = max(1, self._current_seq())

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import bisect
 import heapq
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -85,16 +85,15 @@ class Session:
 
     # -- metadata ------------------------------------------------------------------------------
 
-    def _view(self) -> SessionView:
-        return self.store._live_view(self.id)
+    def _reading(self) -> AbstractContextManager[SessionView]:
+        """The refreshed view, held under its lock. Every look at the view goes through it:
+        another thread may be appending, or rebuilding the view after a compaction, and a
+        look taken outside the lock could find the session or a message missing."""
+        return self.store._reading(self.id)
 
-    @contextmanager
-    def _reading(self) -> Iterator[SessionView]:
-        """The refreshed view, held under its lock: for reads that walk its dicts while
-        another thread may be appending."""
-        view = self.store._live_view(self.id)
-        with self.store._view_lock(self.id):
-            yield view
+    def _field(self, name: str) -> Any:
+        with self._reading() as view:
+            return view.field(name)
 
     @property
     def path(self) -> Path:
@@ -102,38 +101,40 @@ class Session:
 
     @property
     def title(self) -> str | None:
-        return self._view().field("title")  # type: ignore[no-any-return]
+        return self._field("title")  # type: ignore[no-any-return]
 
     @property
     def user_id(self) -> str | None:
-        return self._view().field("user_id")  # type: ignore[no-any-return]
+        return self._field("user_id")  # type: ignore[no-any-return]
 
     @property
     def org_id(self) -> str | None:
-        return self._view().field("org_id")  # type: ignore[no-any-return]
+        return self._field("org_id")  # type: ignore[no-any-return]
 
     @property
     def agent_id(self) -> str | None:
-        return self._view().field("agent_id")  # type: ignore[no-any-return]
+        return self._field("agent_id")  # type: ignore[no-any-return]
 
     @property
     def metadata(self) -> JSONDict:
-        return dict(self._view().field("metadata") or {})
+        return dict(self._field("metadata") or {})
 
     @property
     def parent(self) -> tuple[str, str] | None:
         """(parent session id, message id) for a branch, else None."""
-        p = self._view().field("parent")
+        p = self._field("parent")
         return None if not p else (p["session"], p["message"])
 
     @property
     def created_at(self) -> datetime:
-        first = self._view().first_key
+        with self._reading() as view:
+            first = view.first_key
         return from_us(first[0] if first else 0)
 
     @property
     def updated_at(self) -> datetime:
-        return from_us(self._view().last_us)
+        with self._reading() as view:
+            return from_us(view.last_us)
 
     def info(self) -> JSONDict:
         """Everything about the session but its messages, as JSON-ready values."""
@@ -264,7 +265,8 @@ class Session:
             if msg is not None:
                 key = (to_us(msg.created_at), msg.id)
             else:
-                key = self._view().deleted_keys.get(bound)
+                with self._reading() as view:
+                    key = view.deleted_keys.get(bound)
         if key is not None:
             at: Key = key
             if cursor_after:
@@ -277,8 +279,10 @@ class Session:
         return lambda keys: bisect.bisect_left(keys, (us, ""))
 
     def _find(self, message_id: str) -> Message | None:
-        msg = self._view().shown_message(message_id)
-        if msg is None and self.parent is not None:
+        with self._reading() as view:
+            msg = view.shown_message(message_id)
+            branch = view.field("parent") is not None
+        if msg is None and branch:
             msg = next((m for m in self._ordered() if m.id == message_id), None)
         return msg
 
@@ -327,7 +331,9 @@ class Session:
         return self.delete_messages(ids)
 
     def _own_message(self, message_id: str) -> None:
-        if self._view().shown_message(message_id) is None:
+        with self._reading() as view:
+            own = view.shown_message(message_id) is not None
+        if not own:
             if any(m.id == message_id for m in self._ordered()):
                 raise InvalidInput(
                     f"message {message_id!r} belongs to the parent of branch {self.id!r}; "
@@ -379,20 +385,20 @@ class Session:
         writes that channel only: storage grows with what changed, not with the whole state.
         """
         check_json(value, what)
-        known = self._view().blobs
-        fresh: dict[str, Any] = {}
+        parts: dict[str, Any] = {}
 
         def put(v: Any) -> str:
             h, _ = blob_hash(v)
-            if h not in known and h not in fresh:
-                fresh[h] = v
+            parts.setdefault(h, v)
             return h
 
         if isinstance(value, dict) and value:
             ref: JSONDict = {"parts": {str(k): put(v) for k, v in value.items()}}
         else:
             ref = {"value": put(value)}
-        records = [self.store._record("blob", self.id, hash=h, data=v) for h, v in fresh.items()]
+        with self._reading() as view:
+            fresh = [(h, v) for h, v in parts.items() if h not in view.blobs]
+        records = [self.store._record("blob", self.id, hash=h, data=v) for h, v in fresh]
         return records, ref
 
     # -- checkpoints ---------------------------------------------------------------------------

@@ -10,7 +10,8 @@ import sys
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeVar
@@ -114,6 +115,11 @@ class Store:
         # The folder whose .cache/ holds this clone's local state (writer id, locks, catalog,
         # index): the store itself, or for a read-only store one under the user's cache.
         self.cache_root = _local_cache_root(self.path) if self.read_only else self.path
+        # The folder this Store opened, by identity: a write refuses to go on once the path
+        # names another folder (or none), rather than start a ghost store nobody reads.
+        root = os.stat(self.path)
+        self._root_id = (root.st_dev, root.st_ino)
+        self._root = os.fspath(self.path)
         if not isinstance(roll_bytes, int) or roll_bytes < 1:
             raise InvalidInput(f"roll_bytes must be a positive integer, not {roll_bytes!r}")
         self.sync = sync
@@ -283,8 +289,10 @@ class Store:
             at = parse_range(created_at, None)[0]
         record = self._record("session", sid, at_us=at, **fields)
         folder = self._session_folder(sid)
+        self._check_root()
         # The fold lock keeps two processes from creating 'abc' and 'ABC' at the same moment.
         with self._locks.get(_FOLD + fold_case(sid)), self._locks.get(sid):
+            self._check_root()  # before mkdir: a moved store must not grow a ghost folder
             twin = self._case_twin(sid)
             if twin is not None:
                 raise CaseCollision(
@@ -292,12 +300,13 @@ class Store:
                     f"{self.path}; on macOS and Windows both would be one folder. Choose "
                     f"another id or open it with store.session({twin!r})"
                 )
-            view = self._live_view(sid)
-            if view.exists:
-                state = "was deleted" if view.dropped else "exists"
+            with self._reading(sid) as view:
+                exists, dropped = view.exists, view.dropped is not None
+            if exists:
+                state = "was deleted" if dropped else "exists"
                 raise SessionExists(
                     f"session {sid!r} {state} in {self.path}; choose another id"
-                    + ("" if view.dropped else f" or open it with store.session({sid!r})")
+                    + ("" if dropped else f" or open it with store.session({sid!r})")
                 )
             if not folder.exists():
                 folder.mkdir(parents=True, exist_ok=True)
@@ -352,8 +361,9 @@ class Store:
     def session(self, session_id: str) -> Session:
         """The session with this id; raises SessionNotFound."""
         sid = validate_session_id(session_id)
-        view = self._live_view(sid)
-        if not view.exists or view.dropped:
+        with self._reading(sid) as view:
+            gone = not view.exists or view.dropped is not None
+        if gone:
             raise SessionNotFound(
                 f"no session {sid!r} in {self.path}; list them with `convstore ls` "
                 "or store.sessions()"
@@ -402,8 +412,10 @@ class Store:
 
     def delete_session(self, session_id: str) -> None:
         """Delete a session: hidden at once everywhere, its bytes purged by compaction."""
-        self.session(session_id)
-        self._write(session_id, [self._record("drop", session_id)])
+        sid = validate_session_id(session_id)
+        with self._locks.get(sid):  # so that two deletes do not both write a drop
+            self.session(sid)
+            self._write(sid, [self._record("drop", sid)])
 
     def branch(
         self,
@@ -415,6 +427,15 @@ class Store:
     ) -> Session:
         """A new session that shares ``session_id``'s history up to message ``at`` (default:
         its last message) without copying it, and records its parent."""
+        sid = validate_session_id(session_id)
+        bid = new_id() if branch_id is None else validate_session_id(branch_id)
+        # The source's lock is held from its check to the branch's first record: a delete of
+        # the source comes wholly before (the branch is refused) or after (the branch keeps
+        # what it inherits, as for any branch of a session deleted later).
+        with self._locked([sid, bid]):
+            return self._branch(sid, at, bid, title)
+
+    def _branch(self, session_id: str, at: str | None, bid: str, title: str | None) -> Session:
         source = self.session(session_id)
         ordered = source.messages()
         if at is None:
@@ -427,7 +448,7 @@ class Store:
                 f"message {at!r} is not in session {session_id!r}; pass one of its ids"
             )
         return self.create_session(
-            branch_id,
+            bid,
             title=title if title is not None else f"{source.title or source.id} (branch)",
             user_id=source.user_id,
             org_id=source.org_id,
@@ -454,11 +475,17 @@ class Store:
         Each copied message keeps its role, content and time; its metadata gains
         ``merged_from: {"session": ..., "message": ...}``.
         """
-        sources = [self.session(s) for s in session_ids]
-        if len(sources) < 2:
+        sids = [validate_session_id(s) for s in session_ids]
+        if len(sids) < 2:
             raise InvalidInput("merge needs at least two sessions")
-        if session_id is not None:
-            validate_session_id(session_id)
+        new_sid = new_id() if session_id is None else validate_session_id(session_id)
+        # Every source stays locked until the copy is written: a source deleted meanwhile
+        # (and perhaps compacted) cannot leave the merge with part of its messages.
+        with self._locked([*sids, new_sid]):
+            return self._merge(sids, new_sid, title)
+
+    def _merge(self, sids: list[str], session_id: str, title: str | None) -> Session:
+        sources = [self.session(s) for s in sids]
         ordered = merge_ordered([s.messages() for s in sources])
         first = sources[0]
         new = self.create_session(
@@ -515,6 +542,27 @@ class Store:
                 view.refresh()
         return view
 
+    @contextmanager
+    def _reading(self, sid: str) -> Iterator[SessionView]:
+        """The session's view, refreshed and used under one hold of its lock.
+
+        A refresh that finds a file gone (a compaction, a prune) rebuilds the view from
+        empty; a check made on the view after the lock was let go could see that rebuild
+        half-way and report a session or message missing that never was.
+        """
+        view = self._live_view(sid, refresh=False)
+        with self._view_lock(sid):
+            view.refresh()
+            yield view
+
+    @contextmanager
+    def _locked(self, sids: Iterable[str]) -> Iterator[None]:
+        """The session locks of several sessions, always taken in sorted order (no deadlock)."""
+        with ExitStack() as stack:
+            for sid in sorted(set(sids)):
+                stack.enter_context(self._locks.get(sid))
+            yield
+
     def _evict_views(self) -> None:
         # Called with self._guard held, when a view is added. Evicted views are only dropped
         # from the cache: a Session handle re-reads its files on its next use.
@@ -541,8 +589,7 @@ class Store:
         recent(20) of a million-message session slices 20 items instead of copying a million.
         For a branch the lists are built by merging the inherited prefix with its own messages.
         """
-        view = self._live_view(sid)
-        with self._view_lock(sid):
+        with self._reading(sid) as view:
             if _seen:
                 # Inherited by a branch: the history as it was written, even if this session
                 # was deleted since (a branch keeps what it inherits: COMPACTION.md).
@@ -565,6 +612,19 @@ class Store:
         return pick([(to_us(m.created_at), m.id) for m in merged], merged)
 
     # -- writing -------------------------------------------------------------------------------
+
+    def _check_root(self) -> None:
+        """Refuse to write when the store's path no longer names the folder that was opened."""
+        try:
+            st = os.stat(self._root)
+            same = (st.st_dev, st.st_ino) == self._root_id
+        except FileNotFoundError:
+            same = False
+        if not same:
+            raise StoreError(
+                f"the store folder {self.path} was moved or replaced since this Store opened "
+                "it; nothing was written. Reopen the store at its new path"
+            )
 
     def _record(self, kind: str, sid: str, *, at_us: int | None = None, **fields: Any) -> JSONDict:
         """A record to pass to ``_write``; its id (and time, unless given) are set there."""
@@ -631,9 +691,19 @@ class Store:
         drafts = [r if isinstance(r, Draft) else draft_record(r, sid_json) for r in records]
         self._migrated()
         with self._locks.get(sid):
-            view = self._views.get(sid)
-            if view is not None and view.dropped is not None and not allow_dropped:
-                raise SessionNotFound(f"session {sid!r} was deleted; nothing was written")
+            # Under the lock, the checks cannot go stale before the bytes are written: the
+            # store is still where it was opened, and the session has not been deleted by
+            # another process of this clone or by a clone whose files a sync brought in.
+            # Catching the view up costs a stat of the folder and of each open segment.
+            self._check_root()
+            with self._reading(sid) as view:
+                dropped = view.dropped is not None
+            if dropped and not allow_dropped:
+                raise SessionNotFound(
+                    f"session {sid!r} was deleted (by this or another process, or a synced "
+                    f"clone) in {self.path}; nothing was written. Create a new session for "
+                    "what follows"
+                )
             # One clock reading and one read of the random source for the whole batch: each
             # record gets the next microsecond, and 48 random bits for its id.
             first = now_us(len(drafts))

@@ -85,6 +85,7 @@ class SessionView:
     def __init__(self, session_id: str, folder: Path) -> None:
         self.session_id = session_id
         self.folder = folder
+        self._dir = os.fspath(folder)  # a str: every write refreshes, and Paths cost there
         self.reset()
 
     def reset(self) -> None:
@@ -198,7 +199,7 @@ class SessionView:
 
     def _refresh_once(self) -> bool:
         try:
-            st = os.stat(self.folder)
+            st = os.stat(self._dir)
         except FileNotFoundError:
             if self.hot_offsets or self.sealed:
                 self._stale = True
@@ -212,7 +213,7 @@ class SessionView:
         for name, offset in list(self.hot_offsets.items()):
             if name in self.closed:
                 continue
-            fst = os.stat(self.folder / name)
+            fst = os.stat(f"{self._dir}/{name}")
             if fst.st_size < offset or fst.st_ino != self.inodes.get(name, fst.st_ino):
                 return self._rebuild()  # replaced underneath us: read everything again
             if fst.st_size > offset:

@@ -19,6 +19,7 @@ from .errors import (
     SessionNotFound,
     StoreError,
     SyncError,
+    UnsafePath,
 )
 from .records import ROLES, Message
 from .session import CheckpointEntry, PendingWrite, Session, StateEntry
@@ -51,4 +52,5 @@ __all__ = [
     "Store",
     "StoreError",
     "SyncError",
+    "UnsafePath",
 ]

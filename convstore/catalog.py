@@ -39,7 +39,7 @@ import duckdb
 import orjson
 import pyarrow as pa
 
-from .layout import write_atomic
+from .layout import create_file, open_read, tighten_tree, write_atomic
 
 CACHE_FORMAT = "convstore-cache"
 # Bump whenever a table, a column, the part format or the search index schema changes: a cache of
@@ -295,6 +295,9 @@ def read_manifest(folder: Path, identity: str) -> Manifest:
 
 def write_manifest(folder: Path, manifest: Manifest) -> None:
     write_atomic(folder / "manifest.json", manifest.to_json())
+    # Every publish passes here: tighten what DuckDB and tantivy created with their own modes.
+    tighten_tree(folder)
+    tighten_tree(folder.parent / "index")
 
 
 def new_name(seq: int) -> str:
@@ -935,13 +938,13 @@ def _literals(values: Iterable[Any]) -> str:
 
 
 def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as fh:
+    with open_read(path) as fh:
         os.fsync(fh.fileno())
 
 
 def _write_file(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
+    with create_file(tmp) as fh:
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())

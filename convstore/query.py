@@ -181,7 +181,7 @@ class QueryLayer:
         if self._file_lock is None:
             self._file_lock = store_lock(self.root, "catalog", timeout=REFRESH_TIMEOUT)
         lock = self._file_lock
-        Path(lock.lock_file).parent.mkdir(parents=True, exist_ok=True)  # .cache may be gone
+        layout.private_dir(Path(lock.lock_file).parent, below=self.root)  # .cache may be gone
         try:
             lock.acquire()
         except filelock.Timeout:
@@ -197,7 +197,7 @@ class QueryLayer:
     def _install(self, manifest: Manifest) -> None:
         """Make ``manifest`` this process's snapshot (raises CacheInvalid, IndexInvalid)."""
         if self._catalog is None:
-            self.catalog_dir.mkdir(parents=True, exist_ok=True)
+            layout.private_dir(self.catalog_dir, below=self.root)
             self._catalog = Catalog(self.catalog_dir)
         self._catalog.load(manifest)
         index = self._index
@@ -457,7 +457,7 @@ class QueryLayer:
         catalog = self._catalog
         assert catalog is not None and catalog.manifest is not None
         gen = new_name(catalog.manifest.seq + 1)
-        self.index_dir.mkdir(parents=True, exist_ok=True)
+        layout.private_dir(self.index_dir, below=self.root)
         index = SearchIndex(self.index_dir / gen, create=True)
         writer = index.bulk()
         try:
@@ -505,13 +505,13 @@ class QueryLayer:
         """Throw the cache away and rebuild it from the files; ``progress(done, total)``."""
         with self._lock, self._refresh_lock():
             if self._catalog is None:
-                self.catalog_dir.mkdir(parents=True, exist_ok=True)
+                layout.private_dir(self.catalog_dir, below=self.root)
                 self._catalog = Catalog(self.catalog_dir)
             self._rebuild("reindex asked for", progress)
 
     def _rebuild(self, reason: str, progress: Callable[[int, int], None] | None = None) -> None:
         """Build a new base and index from every file and publish them (under the lock)."""
-        self.catalog_dir.mkdir(parents=True, exist_ok=True)  # the cache may have been deleted
+        layout.private_dir(self.catalog_dir, below=self.root)  # the cache may have been deleted
         if self._catalog is None:
             self._catalog = Catalog(self.catalog_dir)
         catalog = self._catalog
@@ -523,7 +523,7 @@ class QueryLayer:
         gen = new_name(seq + 1)
         base_name = f"base.{gen}.duckdb"
         self._views.clear()
-        self.index_dir.mkdir(parents=True, exist_ok=True)
+        layout.private_dir(self.index_dir, below=self.root)
         index = SearchIndex(self.index_dir / gen, create=True)
         writer = index.bulk()
         builder = BaseBuilder(catalog, base_name)

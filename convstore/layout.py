@@ -161,16 +161,17 @@ def private_dir(path: Path, *, below: Path, fix: str = "") -> bool:
 
 
 def tighten_tree(folder: Path) -> None:
-    """Folders 0700 and files 0600 below ``folder``, links skipped: for what DuckDB and tantivy
-    write themselves (0666 or 0644 less the umask). Their folders are 0700 from creation, so
-    no other user can reach those files before this runs."""
+    """Folders 0700 and files 0600 below ``folder``, links and ``.git`` (git's) skipped: for
+    what DuckDB and tantivy write themselves (0666 or 0644 less the umask), whose folders are
+    0700 from creation, so no other user can reach those files before this runs; and for
+    what a git merge brings."""
     try:
         entries = list(os.scandir(folder))
     except (FileNotFoundError, NotADirectoryError):
         return
     for entry in entries:
         try:
-            if entry.is_symlink():
+            if entry.is_symlink() or entry.name == ".git":
                 continue
             is_dir = entry.is_dir(follow_symlinks=False)
             want = DIR_MODE if is_dir else FILE_MODE

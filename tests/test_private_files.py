@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from convstore import Store
+from convstore.gitsync import sync
 from tests.fixtures.cli import cli, ok, ok_json
 
 
@@ -245,3 +246,39 @@ class TestAnotherUser:
         got = _as_nobody("cat", str(base))
         assert got.returncode != 0
         assert "Permission denied" in got.stderr
+
+
+class TestGit:
+    @pytest.fixture(autouse=True)
+    def isolated_git(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+        if shutil.which("git") is None:
+            pytest.skip("git is not installed")
+        monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(tmp_path / "gitconfig"))
+        monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+        monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))
+        (tmp_path / "gitconfig").write_text(
+            "[init]\n\tdefaultBranch = main\n[user]\n\tname = t\n\temail = t@example.invalid\n"
+        )
+
+    def test_sync_leaves_what_a_merge_brought_private(self, tmp_path: Path) -> None:
+        def git(cwd: Path, *args: str) -> None:
+            subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True)
+
+        old = os.umask(0o022)  # the usual umask: git makes files 0644 and folders 0755
+        try:
+            git(tmp_path, "init", "--quiet", "--bare", "remote.git")
+            git(tmp_path, "clone", "--quiet", "remote.git", "a")
+            with Store(tmp_path / "a") as a:
+                a.create_session("ant").append("user", "from a")
+                sync(a)
+            git(tmp_path, "clone", "--quiet", "remote.git", "b")
+            with Store(tmp_path / "b") as b:
+                b.create_session("bee").append("user", "from b")
+                sync(b)
+            with Store(tmp_path / "a") as a:
+                sync(a)
+                assert (tmp_path / "a" / "sessions" / "bee").is_dir()
+                assert loose(tmp_path / "a") == []
+                assert a.check().issues == []
+        finally:
+            os.umask(old)

@@ -238,9 +238,13 @@ def init_folder(root: Path) -> None:
         root.parent.mkdir(parents=True, exist_ok=True)  # the user's folders: their modes
         with contextlib.suppress(FileExistsError):
             os.mkdir(root, DIR_MODE)
-        os.chmod(root, DIR_MODE)  # a new store is private even in a folder made beforehand
         body = {"format": FORMAT_NAME, "version": FORMAT_VERSION}
         write_atomic(marker, (json.dumps(body, indent=2) + "\n").encode())
+    # The root: once it is 0700 no other user reaches anything below it, whatever the
+    # modes a git clone gave the files (check reports those). One stat on each open.
+    if stat.S_IMODE(os.stat(root).st_mode) != DIR_MODE:
+        with contextlib.suppress(PermissionError):
+            os.chmod(root, DIR_MODE)
     fix = "remove the link (if its target holds sessions, move that folder in its place)"
     if private_dir(root / SESSIONS, below=root, fix=fix):
         fsync_dir(root)

@@ -146,7 +146,7 @@ class TestCheckModes:
         by_path = {i.path: i.problem for i in report.issues}
         # Opening the store tightens the folders it uses at once (sessions/ and the lock
         # folders); every other path must be reported.
-        tightened_at_open = {path / "sessions", path / ".cache", path / ".cache" / "locks"}
+        tightened_at_open = {path, path / "sessions", path / ".cache", path / ".cache" / "locks"}
         tightened_at_open.add(path / ".cache" / "locks" / "sessions")
         assert set(changed) > tightened_at_open
         for p in changed:
@@ -172,10 +172,17 @@ class TestCheckModes:
 
     def test_check_reports_a_loose_store_root(self, tmp_path: Path) -> None:
         path = tmp_path / "store"
+        with Store(path) as s:
+            path.chmod(0o755)
+            assert [i.path for i in s.check().issues] == [str(path)]
+
+    def test_opening_a_store_makes_its_root_0700_first(self, tmp_path: Path) -> None:
+        # A fresh git clone is 0755: once the root is 0700, nothing below it is reachable.
+        path = tmp_path / "store"
         Store(path).close()
         path.chmod(0o755)
-        with Store(path) as s:
-            assert [i.path for i in s.check().issues] == [str(path)]
+        Store(path).close()
+        assert stat.S_IMODE(path.stat().st_mode) == 0o700
 
     def test_git_folder_modes_are_not_ours_to_report(self, tmp_path: Path) -> None:
         path = tmp_path / "store"

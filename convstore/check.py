@@ -120,6 +120,8 @@ def _check_tree(root: Path, report: CheckReport, repair: bool) -> None:
         folder = stack.pop()
         try:
             entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except FileNotFoundError:
+            continue  # an old index generation or cache folder removed since it was listed
         except OSError as e:
             report.issues.append(Issue(str(folder), f"cannot be listed: {e.strerror}"))
             continue

@@ -22,6 +22,7 @@ from .errors import (
     SessionNotFound,
     StoreError,
     SyncError,
+    UnsafePath,
 )
 from .records import ROLES, Message
 from .session import CheckpointEntry, PendingWrite, Session, StateEntry
@@ -57,4 +58,5 @@ __all__ = [
     "Store",
     "StoreError",
     "SyncError",
+    "UnsafePath",
 ]

@@ -39,7 +39,8 @@ import duckdb
 import orjson
 import pyarrow as pa
 
-from .layout import write_atomic
+from .errors import UnsafePath
+from .layout import create_file, open_read, read_bytes, tighten_tree, write_atomic
 
 CACHE_FORMAT = "convstore-cache"
 # Bump whenever a table, a column, the part format or the search index schema changes: a cache of
@@ -262,10 +263,10 @@ class Manifest:
 def read_manifest(folder: Path, identity: str) -> Manifest:
     path = folder / "manifest.json"
     try:
-        body = json.loads(path.read_bytes())
+        body = json.loads(read_bytes(path))
     except FileNotFoundError:
         raise CacheInvalid("no catalog yet") from None
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, UnsafePath) as e:
         raise CacheInvalid(f"{path} is unreadable: {e}") from None
     if not isinstance(body, dict) or body.get("format") != CACHE_FORMAT:
         raise CacheInvalid(f"{path} is not a convstore cache manifest")
@@ -295,6 +296,9 @@ def read_manifest(folder: Path, identity: str) -> Manifest:
 
 def write_manifest(folder: Path, manifest: Manifest) -> None:
     write_atomic(folder / "manifest.json", manifest.to_json())
+    # Every publish passes here: tighten what DuckDB and tantivy created with their own modes.
+    tighten_tree(folder)
+    tighten_tree(folder.parent / "index")
 
 
 def new_name(seq: int) -> str:
@@ -422,8 +426,8 @@ class Catalog:
 
     def _attach(self, base: str) -> None:
         path = self.folder / base
-        if not path.is_file():
-            raise CacheInvalid(f"catalog base {path} is missing")
+        if path.is_symlink() or not path.is_file():  # DuckDB would follow a link
+            raise CacheInvalid(f"catalog base {path} is missing or a link")
         self.drop_user_connection()  # it holds the old base: the next user query makes anew
         if self._attached is not None:
             self.run(f"DETACH {self.BASE}")
@@ -531,7 +535,7 @@ class Catalog:
     def _load_part(self, name: str) -> None:
         path = self._part_path(name)
         try:
-            data = path.read_bytes()
+            data = read_bytes(path)
             head_len = int.from_bytes(data[:4], "little")
             head = json.loads(data[4 : 4 + head_len])
             tables = head["tables"]
@@ -548,7 +552,15 @@ class Catalog:
                 self._apply(spec, change["removed"], change["masks"], rows)
         except CacheInvalid:
             raise
-        except (OSError, ValueError, KeyError, TypeError, pa.ArrowException, duckdb.Error) as e:
+        except (
+            OSError,
+            ValueError,
+            KeyError,
+            TypeError,
+            pa.ArrowException,
+            duckdb.Error,
+            UnsafePath,
+        ) as e:
             raise CacheInvalid(f"catalog part {path} is unreadable: {e}") from None
 
     def _apply(
@@ -1058,13 +1070,13 @@ def _literals(values: Iterable[Any]) -> str:
 
 
 def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as fh:
+    with open_read(path) as fh:
         os.fsync(fh.fileno())
 
 
 def _write_file(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
+    with create_file(tmp) as fh:
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,21 +90,23 @@ _CASE = (
 def check_store(store: Store, *, repair: bool = False) -> CheckReport:
     report = CheckReport()
     root = store.path
+    _check_tree(root, report, repair)
     try:
         layout.read_marker(root)
     except ConvstoreError as e:
         report.issues.append(Issue(str(root / layout.MARKER), str(e)))
     gitignore = root / ".gitignore"
-    if not gitignore.exists() or "/.cache/" not in gitignore.read_text("utf-8", "replace"):
+    if not gitignore.exists() or "/.cache/" not in _read_text(gitignore):
         fixed = False
         if repair:
-            with open(gitignore, "a", encoding="utf-8") as fh:
-                fh.write(layout.GITIGNORE)
+            fd = layout.open_fd(gitignore, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+            with os.fdopen(fd, "ab") as fh:
+                fh.write(layout.GITIGNORE.encode())
             fixed = True
         report.issues.append(Issue(str(gitignore), "does not keep .cache/ out of git", None, fixed))
     sessions_dir = root / layout.SESSIONS
     folded: dict[str, str] = {}
-    for name in sorted(os.listdir(sessions_dir)) if sessions_dir.exists() else []:
+    for name in sorted(layout.list_names(sessions_dir)) if sessions_dir.exists() else []:
         folder = sessions_dir / name
         try:
             validate_session_id(name)
@@ -121,6 +124,86 @@ def check_store(store: Store, *, repair: bool = False) -> CheckReport:
             report.issues.append(Issue(str(folder), _CASE.format(twin, name)))
         _check_settled(store, name, report, repair)
     return report
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return layout.read_bytes(path).decode("utf-8", "replace")
+    except (OSError, ConvstoreError):
+        return ""
+
+
+def _check_tree(root: Path, report: CheckReport, repair: bool) -> None:
+    """Links and modes, everywhere in the store but ``.git`` (git's, with git's modes).
+
+    A link is reported and, with ``repair``, removed: convstore never reads or writes through
+    one, and a link holds no data (its target is left alone). A mode looser or narrower than
+    0700 (folders) or 0600 (files) is reported and, with ``repair``, set: a git checkout or
+    a copy makes them 0755 and 0644 under the usual umask, which lets any local user read
+    every conversation. The root may be reached through a link the user chose: its mode is
+    its target's.
+    """
+    _check_mode(root, os.stat(root), report, repair)
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except FileNotFoundError:
+            continue  # an old index generation or cache folder removed since it was listed
+        except OSError as e:
+            report.issues.append(Issue(str(folder), f"cannot be listed: {e.strerror}"))
+            continue
+        for entry in entries:
+            if folder == root and entry.name == ".git":
+                continue
+            path = Path(entry.path)
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # removed since the listing (a compaction, a cache collection)
+            if stat.S_ISLNK(st.st_mode):
+                target = os.readlink(path)
+                if repair:
+                    path.unlink(missing_ok=True)
+                problem = (
+                    f"is a symbolic link (to {target}); convstore never follows links inside "
+                    "a store: `convstore check --repair` removes the link, not its target"
+                )
+                report.issues.append(Issue(str(path), problem, None, repair))
+                continue
+            if not (stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode)):
+                report.issues.append(
+                    Issue(
+                        str(path),
+                        "is neither a file nor a folder; remove it (convstore never reads it)",
+                    )
+                )
+                continue
+            _check_mode(path, st, report, repair)
+            if stat.S_ISDIR(st.st_mode):
+                stack.append(path)
+
+
+def _check_mode(path: Path, st: os.stat_result, report: CheckReport, repair: bool) -> None:
+    folder = stat.S_ISDIR(st.st_mode)
+    want = layout.DIR_MODE if folder else layout.FILE_MODE
+    have = stat.S_IMODE(st.st_mode)
+    if have == want:
+        return
+    fixed = False
+    if repair:
+        try:
+            os.chmod(path, want)
+            fixed = True
+        except OSError:
+            pass
+    who = "other users can read it" if have & 0o077 else "it must be exactly that"
+    problem = (
+        f"mode {have:04o}, should be {want:04o} ({who}): "
+        f"`convstore check --repair` or `chmod {want:o} {path}` fixes it"
+    )
+    report.issues.append(Issue(str(path), problem, None, fixed))
 
 
 def _check_settled(store: Store, sid: str, report: CheckReport, repair: bool) -> None:
@@ -188,7 +271,7 @@ def _check_session(
     blobs: set[str] = set()
     refs: list[tuple[object, str]] = []  # (blob hash, where)
     has_session_record = False
-    names = sorted(os.listdir(folder))
+    names = sorted(layout.list_names(folder))  # links: reported by _check_tree
     temps: list[Path] = []
     newest: dict[str, int] = {}  # writer -> its newest sequence number
     for name in names:
@@ -345,7 +428,7 @@ def _check_hot(
     """Check one hot segment. Only the writer's ``current`` (newest) segment can have a torn
     tail: every older one was closed by an end marker before its successor was created, so
     an older segment that does not end with one has lost its end, and that is damage."""
-    result = frames.scan(path.read_bytes())
+    result = frames.scan(layout.read_bytes(path))
     if not current:
         if not result.closed:
             report.issues.append(
@@ -362,15 +445,18 @@ def _check_hot(
         # An incomplete frame at the end may be an append in flight: look again holding the
         # session lock, when no writer of this machine can be mid-append.
         with store._locks.get(sid):
-            result = frames.scan(path.read_bytes())
+            result = frames.scan(layout.read_bytes(path))
             torn = result.torn
             if torn is not None and repair:
                 # These bytes belong to a writer that died mid-write and were never
                 # acknowledged. Only this clone's own files are repaired: another clone's
                 # segment is its owner's to fix (invariant 3).
-                with open(path, "r+b") as fh:
-                    fh.truncate(torn.offset)
-                    os.fsync(fh.fileno())
+                fd = layout.open_fd(path, os.O_RDWR)
+                try:
+                    os.ftruncate(fd, torn.offset)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
     records: list[dict[str, Any]] = []
     for dmg in result.damage:
         if dmg.torn:

@@ -295,7 +295,7 @@ def _compact_session(store: Store, sid: str, lineage: _Lineage) -> SessionCompac
     folder = store._session_folder(sid)
     writer = store.writer_id
     try:
-        names = os.listdir(folder)
+        names = layout.list_names(folder)
     except (FileNotFoundError, NotADirectoryError):
         result.skipped = "no folder"
         return result
@@ -307,7 +307,7 @@ def _compact_session(store: Store, sid: str, lineage: _Lineage) -> SessionCompac
             appender = store._appender(sid)
             _forget_removed_segment(appender)
             appender.close_segment()
-        names = os.listdir(folder)
+        names = layout.list_names(folder)
     inputs = _read_inputs(folder, names, writer)
     if inputs.problem is not None:
         result.skipped = f"not compacted: {inputs.problem}; run `convstore check`"
@@ -460,7 +460,7 @@ def _read_inputs(folder: Path, names: list[str], writer: str) -> _Inputs:
                 inputs.context.extend(records)
         elif layout.HOT_RE.fullmatch(name):
             try:
-                data = path.read_bytes()
+                data = layout.read_bytes(path)
             except FileNotFoundError:
                 inputs.problem = f"{name} vanished while being read (a git pull?)"
                 return inputs

@@ -67,6 +67,11 @@ class FormatVersionError(StoreError):
     """The store was written by a newer format version than this convstore reads."""
 
 
+class UnsafePath(StoreError):
+    """A symbolic link (or a non-folder) where the store expects one of its own folders or
+    files: convstore never follows a link inside a store."""
+
+
 class CorruptData(ConvstoreError):
     """A file in the store failed its checksum or does not parse."""
 

@@ -35,7 +35,7 @@ from .dates import When
 from .errors import InvalidInput
 from .ids import format_us, parse_us, to_us
 from .importers import EXPORT_FORMAT, EXPORT_VERSION
-from .layout import fsync_dir
+from .layout import create_file, fsync_dir
 from .records import Content, JSONDict, Message, encode_json
 from .session import Session
 from .store import Store
@@ -401,10 +401,14 @@ def export(
     dest = Path(path)
     tmp = dest.with_name(f".{dest.name}.{secrets.token_hex(4)}.tmp")
     try:
+        # 0600, like the store the conversations come from; pyarrow truncates the file made
+        # here and keeps its mode.
+        binary = create_file(tmp)
         if format == "parquet":
+            binary.close()
             report.messages = write_parquet(sessions, tmp, progress)
         else:
-            with open(tmp, "w", encoding="utf-8", newline="") as fh:
+            with io.TextIOWrapper(binary, encoding="utf-8", newline="") as fh:
                 report.messages = _WRITERS[format](sessions, fh, progress)
                 fh.flush()
                 os.fsync(fh.fileno())

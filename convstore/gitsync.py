@@ -137,6 +137,8 @@ def sync(
             _pull(repo, target, report)
         if target is not None and push:
             _push(repo, target, pull, report)
+    # git makes the files and folders a merge brings 0644 and 0755 under the usual umask.
+    layout.tighten_tree(store.path)
     if store._query is not None:
         store.refresh()  # the catalog and index learn what the merge brought
     return report

@@ -37,7 +37,7 @@ import orjson
 from .catalog import TABLES, Catalog, Row, TableChanges
 from .errors import InvalidInput
 from .ids import from_us, to_us, validate_session_id
-from .layout import HOT_RE, SEALED_RE
+from .layout import HOT_RE, SEALED_RE, list_names
 from .records import Message, encode_json
 from .sealnotes import SealNote
 from .segments import END_MARKER
@@ -129,7 +129,7 @@ def _replay(positions: dict[str, FolderPos], log: list[tuple[str, list[Any], lis
 
 def _segment_names(folder: str) -> set[str]:
     """The hot and sealed segment files in a session folder (FileNotFoundError if it is gone)."""
-    return {n for n in os.listdir(folder) if HOT_RE.fullmatch(n) or SEALED_RE.fullmatch(n)}
+    return {n for n in list_names(folder) if HOT_RE.fullmatch(n) or SEALED_RE.fullmatch(n)}
 
 
 def folder_changed(folder: str, pos: FolderPos) -> tuple[bool | None, bool]:
@@ -435,7 +435,7 @@ class Collected:
 def session_names(sessions_dir: Path, known: Iterable[str] = ()) -> list[str]:
     """The session folders; names already known are taken as valid without checking again."""
     try:
-        names = os.listdir(sessions_dir)
+        names = list_names(sessions_dir)  # a linked session folder is not read
     except FileNotFoundError:
         return []
     seen = known if isinstance(known, (set, dict)) else set(known)

@@ -19,15 +19,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
 import re
 import secrets
 import socket
+import stat
 from pathlib import Path
+from typing import BinaryIO
 
-from .errors import FormatVersionError, StoreError
+from .errors import FormatVersionError, StoreError, UnsafePath
 
 FORMAT_NAME = "convstore"
 FORMAT_VERSION = 2
@@ -63,6 +67,138 @@ def owner(name: str) -> str | None:
     return m.group(1) if m else None
 
 
+# -- private files, no links (docs/FORMAT.md, "Modes and symbolic links") -------------------------
+
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+
+
+def link_refused(path: Path | str, fix: str = "") -> UnsafePath:
+    return UnsafePath(
+        f"{path} is a symbolic link, and convstore never follows links inside a store; "
+        + (fix or "remove the link (`convstore check --repair` does)")
+    )
+
+
+def _refusal(path: Path | str, e: OSError) -> UnsafePath | None:
+    """The refusal an ELOOP/ENOTDIR from an O_NOFOLLOW open stands for, if ``path`` is a link."""
+    if e.errno in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK) and os.path.islink(path):
+        return link_refused(path)
+    return None
+
+
+def open_fd(path: Path | str, flags: int, mode: int = FILE_MODE) -> int:
+    """``os.open`` that never follows a link in the last component (UnsafePath instead).
+
+    A file opened with O_CREAT ends 0600 whatever the umask, and so does an existing one (a git
+    checkout makes them 0644): the writer that opens it tightens it for one fstat.
+    """
+    try:
+        fd = os.open(path, flags | _NOFOLLOW | _CLOEXEC, mode)
+    except OSError as e:
+        refusal = _refusal(path, e)
+        if refusal is not None:
+            raise refusal from None
+        raise
+    if flags & os.O_CREAT:
+        tighten_fd(fd, FILE_MODE)
+    return fd
+
+
+def tighten_fd(fd: int, mode: int) -> None:
+    st = os.fstat(fd)
+    if stat.S_IMODE(st.st_mode) != mode:
+        with contextlib.suppress(PermissionError):  # not our file: check() reports it
+            os.fchmod(fd, mode)
+
+
+def open_read(path: Path | str) -> BinaryIO:
+    return os.fdopen(open_fd(path, os.O_RDONLY), "rb")
+
+
+def read_bytes(path: Path | str) -> bytes:
+    with open_read(path) as fh:
+        return fh.read()
+
+
+def create_file(path: Path | str) -> BinaryIO:
+    """A new (or truncated) private file, never through a link."""
+    return os.fdopen(open_fd(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "wb")
+
+
+def open_dir(path: Path | str) -> int:
+    """A descriptor on a folder of the store, refusing a link (UnsafePath)."""
+    try:
+        return os.open(path, os.O_RDONLY | _DIRECTORY | _NOFOLLOW | _CLOEXEC)
+    except OSError as e:
+        refusal = _refusal(path, e)
+        if refusal is not None:
+            raise refusal from None
+        raise
+
+
+def list_names(folder: Path | str) -> list[str]:
+    """The entries of a store folder that are not links (a link is never read; check()
+    reports it). UnsafePath if the folder itself is a link; FileNotFoundError if it is gone."""
+    fd = open_dir(folder)
+    try:
+        with os.scandir(fd) as entries:
+            return [e.name for e in entries if not e.is_symlink()]
+    finally:
+        os.close(fd)
+
+
+def private_dir(path: Path, *, below: Path, fix: str = "") -> bool:
+    """Make every folder from ``below`` (exclusive) down to ``path`` a real folder, mode 0700:
+    create the missing ones, tighten looser ones, refuse links (UnsafePath). True if any was
+    created. mkdir's mode is narrowed by the umask, never widened; the descriptor-based chmod
+    cannot be sent elsewhere by a link swapped in after the check."""
+    created = False
+    current = below
+    for part in path.relative_to(below).parts:
+        current = current / part
+        try:
+            os.mkdir(current, DIR_MODE)
+            created = True
+        except FileExistsError:
+            pass
+        try:
+            fd = open_dir(current)
+        except UnsafePath:
+            raise link_refused(current, fix) from None
+        try:
+            tighten_fd(fd, DIR_MODE)
+        finally:
+            os.close(fd)
+    return created
+
+
+def tighten_tree(folder: Path) -> None:
+    """Folders 0700 and files 0600 below ``folder``, links and ``.git`` (git's) skipped: for
+    what DuckDB and tantivy write themselves (0666 or 0644 less the umask), whose folders are
+    0700 from creation, so no other user can reach those files before this runs; and for
+    what a git merge brings."""
+    try:
+        entries = list(os.scandir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    for entry in entries:
+        try:
+            if entry.is_symlink() or entry.name == ".git":
+                continue
+            is_dir = entry.is_dir(follow_symlinks=False)
+            want = DIR_MODE if is_dir else FILE_MODE
+            if stat.S_IMODE(entry.stat(follow_symlinks=False).st_mode) != want:
+                os.chmod(entry.path, want)
+        except (FileNotFoundError, PermissionError):
+            continue  # gone since the listing (a merge, a collection), or not ours
+        if is_dir:
+            tighten_tree(Path(entry.path))
+
+
 def default_path() -> Path:
     """``$CONVSTORE_DIR``, else the platform's user data folder."""
     env = os.environ.get("CONVSTORE_DIR")
@@ -90,7 +226,7 @@ def fsync_dir(path: Path) -> None:
 def write_atomic(path: Path, data: bytes) -> None:
     """Write a whole file so that readers see the old content or the new, never a mix."""
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    with open(tmp, "wb") as fh:
+    with create_file(tmp) as fh:
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
@@ -99,9 +235,13 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 
 def init_folder(root: Path) -> None:
-    """Create the store's skeleton, or check that an existing folder is a store we can read."""
+    """Create the store's skeleton, or check that an existing folder is a store we can read.
+
+    The root may be reached through a link the user chose (``~/chats -> /data/chats``);
+    nothing below it may be a link (UnsafePath).
+    """
     marker = root / MARKER
-    if marker.exists():
+    if os.path.lexists(marker):
         read_marker(root)
     else:
         if root.exists() and not root.is_dir():
@@ -111,23 +251,33 @@ def init_folder(root: Path) -> None:
                 f"{root} is a non-empty folder without {MARKER}; it is not a convstore store. "
                 "Choose an empty or new folder"
             )
-        root.mkdir(parents=True, exist_ok=True)
+        root.parent.mkdir(parents=True, exist_ok=True)  # the user's folders: their modes
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(root, DIR_MODE)
         body = {"format": FORMAT_NAME, "version": FORMAT_VERSION}
         write_atomic(marker, (json.dumps(body, indent=2) + "\n").encode())
-    if not (root / SESSIONS).exists():
-        (root / SESSIONS).mkdir(exist_ok=True)
+    # The root: once it is 0700 no other user reaches anything below it, whatever the
+    # modes a git clone gave the files (check reports those). One stat on each open.
+    if stat.S_IMODE(os.stat(root).st_mode) != DIR_MODE:
+        with contextlib.suppress(PermissionError):
+            os.chmod(root, DIR_MODE)
+    fix = "remove the link (if its target holds sessions, move that folder in its place)"
+    if private_dir(root / SESSIONS, below=root, fix=fix):
         fsync_dir(root)
     for name, text in ((".gitignore", GITIGNORE), (".gitattributes", GITATTRIBUTES)):
         p = root / name
-        if not p.exists():
+        if not os.path.lexists(p):
             write_atomic(p, text.encode())
-    (root / CACHE / "locks" / "sessions").mkdir(parents=True, exist_ok=True)
+    # Lock files made through a link would sit wherever it points, where another user could
+    # hold them: refused. .cache is derived, so removing the link loses nothing.
+    fix = "remove the link (.cache holds only derived data, rebuilt on use)"
+    private_dir(root / CACHE / "locks" / "sessions", below=root, fix=fix)
 
 
 def read_marker(root: Path) -> int:
     marker = root / MARKER
     try:
-        body = json.loads(marker.read_text("utf-8"))
+        body = json.loads(read_bytes(marker).decode("utf-8"))
         version = body["version"]
         if body.get("format") != FORMAT_NAME or not isinstance(version, int):
             raise ValueError("not a convstore marker")
@@ -172,7 +322,7 @@ def writer_id(root: Path) -> str:
     one of them, and so takes a new identity instead of writing the original's files.
     """
     cache = root / CACHE
-    cache.mkdir(parents=True, exist_ok=True)
+    private_dir(cache, below=root)
     place = _place(cache)
     path = cache / "writer_id"
     current = _read_writer_id(path, place)
@@ -180,7 +330,8 @@ def writer_id(root: Path) -> str:
         return current
     candidate = secrets.token_hex(6)
     tmp = path.with_name(f".writer_id.{candidate}.tmp")
-    tmp.write_text(f"{candidate} {place}\n", "ascii")
+    with create_file(tmp) as fh:
+        fh.write(f"{candidate} {place}\n".encode("ascii"))
     try:
         # link() fails if another process won the race; then its id is the one to use.
         os.link(tmp, path)
@@ -218,8 +369,8 @@ def _place(cache: Path) -> str:
 
 def _read_writer_id(path: Path, place: str) -> str | None:
     try:
-        fields = path.read_text("ascii").split()
-    except (OSError, UnicodeDecodeError):
+        fields = read_bytes(path).decode("ascii").split()
+    except (OSError, UnicodeDecodeError, UnsafePath):
         return None
     if len(fields) != 2 or not WRITER_RE.fullmatch(fields[0]):
         return None

@@ -23,6 +23,7 @@ from types import TracebackType
 import filelock
 
 from .errors import LockTimeout
+from .layout import FILE_MODE, open_fd, private_dir, tighten_fd
 
 try:
     import fcntl
@@ -35,8 +36,11 @@ DEFAULT_TIMEOUT = 30.0
 class SessionLock:
     """Exclusive lock on one session, for threads and processes alike. Re-entrant per thread."""
 
-    def __init__(self, path: Path, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self, path: Path, timeout: float = DEFAULT_TIMEOUT, *, root: Path | None = None
+    ) -> None:
         self.path = path
+        self.root = path.parent if root is None else root  # folders below it are made 0700
         self.timeout = timeout
         self._thread_lock = threading.RLock()
         self._fd: int | None = None
@@ -70,11 +74,13 @@ class SessionLock:
                 raise LockTimeout(f"session lock {self.path} is busy; retry later") from None
             return
         if self._fd is None:
+            # 0600 in 0700 folders, never through a link: a lock file that another user can
+            # open is one they can flock, and then every append here times out.
             try:
-                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+                self._fd = open_fd(self.path, os.O_RDWR | os.O_CREAT)
             except FileNotFoundError:  # the local cache was deleted while the store was open
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+                private_dir(self.path.parent, below=self.root)
+                self._fd = open_fd(self.path, os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return
@@ -143,8 +149,9 @@ class SessionLock:
 class LockTable:
     """One SessionLock per session, keeping at most ``limit`` lock files open."""
 
-    def __init__(self, folder: Path, limit: int = 256) -> None:
+    def __init__(self, folder: Path, limit: int = 256, *, root: Path | None = None) -> None:
         self.folder = folder
+        self.root = root
         self.limit = limit
         self._locks: OrderedDict[str, SessionLock] = OrderedDict()
         self._guard = threading.Lock()
@@ -154,7 +161,7 @@ class LockTable:
         with self._guard:
             lock = self._locks.get(name)
             if lock is None:
-                lock = SessionLock(self.folder / f"{name}.lock")
+                lock = SessionLock(self.folder / f"{name}.lock", root=self.root)
                 self._locks[name] = lock
                 self._evict()
             else:
@@ -185,7 +192,19 @@ class LockTable:
 
 
 def store_lock(root: Path, name: str, timeout: float = DEFAULT_TIMEOUT) -> filelock.FileLock:
-    """A store-wide lock (compaction, catalog refresh), via ``filelock``."""
+    """A store-wide lock (compaction, catalog refresh), via ``filelock`` (0600, in 0700
+    folders; ``filelock`` opens it with O_NOFOLLOW)."""
     folder = root / ".cache" / "locks"
-    folder.mkdir(parents=True, exist_ok=True)
-    return filelock.FileLock(str(folder / f"{name}.lock"), timeout=timeout)
+    private_dir(folder, below=root)
+    path = folder / f"{name}.lock"
+    try:
+        # Refuses a link; tightens a lock file that an older convstore made 0644.
+        fd = open_fd(path, os.O_RDONLY)
+    except FileNotFoundError:
+        pass
+    else:
+        try:
+            tighten_fd(fd, FILE_MODE)
+        finally:
+            os.close(fd)
+    return filelock.FileLock(str(path), timeout=timeout, mode=FILE_MODE)

@@ -185,7 +185,9 @@ class QueryLayer:
         if self._file_lock is None:
             self._file_lock = store_lock(self.store.cache_root, "catalog", timeout=REFRESH_TIMEOUT)
         lock = self._file_lock
-        Path(lock.lock_file).parent.mkdir(parents=True, exist_ok=True)  # .cache may be gone
+        layout.private_dir(
+            Path(lock.lock_file).parent, below=self.store.cache_root
+        )  # .cache may be gone
         try:
             lock.acquire()
         except filelock.Timeout:
@@ -201,7 +203,7 @@ class QueryLayer:
     def _install(self, manifest: Manifest) -> None:
         """Make ``manifest`` this process's snapshot (raises CacheInvalid, IndexInvalid)."""
         if self._catalog is None:
-            self.catalog_dir.mkdir(parents=True, exist_ok=True)
+            layout.private_dir(self.catalog_dir, below=self.store.cache_root)
             self._catalog = Catalog(self.catalog_dir)
         self._catalog.load(manifest)
         index = self._index
@@ -302,7 +304,7 @@ class QueryLayer:
         as "an index writer was killed", so the cache's file system is asked as well."""
         cause = e.strerror if isinstance(e, OSError) and e.strerror else _first_line(e)
         code = e.errno if isinstance(e, OSError) else None
-        cache = self.root / layout.CACHE
+        cache = self.store.cache_root / layout.CACHE
         try:
             st = os.statvfs(cache if cache.exists() else self.root)
         except OSError:
@@ -523,7 +525,7 @@ class QueryLayer:
         if catalog is None:
             raise CacheInvalid("no catalog is loaded to rebuild the search index from")
         gen = new_name(catalog.current().seq + 1)
-        self.index_dir.mkdir(parents=True, exist_ok=True)
+        layout.private_dir(self.index_dir, below=self.store.cache_root)
         index = SearchIndex(self.index_dir / gen, create=True)
         writer = index.bulk()
         try:
@@ -571,13 +573,15 @@ class QueryLayer:
         """Throw the cache away and rebuild it from the files; ``progress(done, total)``."""
         with self._lock, self._failing("the cache could not be rebuilt"), self._refresh_lock():
             if self._catalog is None:
-                self.catalog_dir.mkdir(parents=True, exist_ok=True)
+                layout.private_dir(self.catalog_dir, below=self.store.cache_root)
                 self._catalog = Catalog(self.catalog_dir)
             self._rebuild("reindex asked for", progress)
 
     def _rebuild(self, reason: str, progress: Callable[[int, int], None] | None = None) -> None:
         """Build a new base and index from every file and publish them (under the lock)."""
-        self.catalog_dir.mkdir(parents=True, exist_ok=True)  # the cache may have been deleted
+        layout.private_dir(
+            self.catalog_dir, below=self.store.cache_root
+        )  # the cache may have been deleted
         if self._catalog is None:
             self._catalog = Catalog(self.catalog_dir)
         catalog = self._catalog
@@ -589,7 +593,7 @@ class QueryLayer:
         gen = new_name(seq + 1)
         base_name = f"base.{gen}.duckdb"
         self._views.clear()
-        self.index_dir.mkdir(parents=True, exist_ok=True)
+        layout.private_dir(self.index_dir, below=self.store.cache_root)
         index = SearchIndex(self.index_dir / gen, create=True)
         writer = index.bulk()
         builder = BaseBuilder(catalog, base_name)

@@ -36,7 +36,7 @@ import orjson
 
 from .errors import CorruptData
 from .ids import format_us, parse_us
-from .layout import SEALED_RE, fsync_dir, sealed_name
+from .layout import SEALED_RE, create_file, fsync_dir, open_read, read_bytes, sealed_name
 from .records import content_text, encode_json
 
 COLUMNS = ("id", "kind", "session", "created_at", "role", "text", "record")
@@ -119,21 +119,24 @@ def write_sealed(folder: Path, records: Iterable[dict[str, Any]], writer: str) -
     # level 3 for 1.5x the time (level 9: 3.6% fewer, 1.9x the time); sealing runs in the
     # background, so the bytes, which are kept and synced for good, win. Statistics only where
     # filters use them.
-    pq.write_table(
-        table,
-        tmp,
-        compression="zstd",
-        compression_level=6,
-        use_dictionary=["kind", "session", "role"],
-        write_statistics=["id", "kind", "session", "created_at", "role"],
-        store_schema=False,
-        row_group_size=max(1, len(rows)),
-        write_page_checksum=True,
-    )
+    # Our own descriptor, not a path: pyarrow would create the file 0666 less the umask, and
+    # follow a link.
+    with create_file(tmp) as out:
+        pq.write_table(
+            table,
+            out,
+            compression="zstd",
+            compression_level=6,
+            use_dictionary=["kind", "session", "role"],
+            write_statistics=["id", "kind", "session", "created_at", "role"],
+            store_schema=False,
+            row_group_size=max(1, len(rows)),
+            write_page_checksum=True,
+        )
+        out.flush()
+        os.fsync(out.fileno())
     digest = file_digest(tmp)
     final = folder / sealed_name(writer, digest)
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
     os.replace(tmp, final)
     fsync_dir(folder)
     return final
@@ -141,7 +144,7 @@ def write_sealed(folder: Path, records: Iterable[dict[str, Any]], writer: str) -
 
 def file_digest(path: Path) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with open_read(path) as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
@@ -159,7 +162,7 @@ def read_sealed(path: Path, *, verify: bool = True) -> list[dict[str, Any]]:
 
     pa = _arrow()
     m = SEALED_RE.fullmatch(path.name)
-    data = path.read_bytes()
+    data = read_bytes(path)
     if verify and (m is None or hashlib.sha256(data).hexdigest() != m.group(2)):
         raise CorruptData(f"{path} does not match its content hash; restore it from git or a clone")
     try:

@@ -32,7 +32,8 @@ from pathlib import Path
 
 import orjson
 
-from .layout import CACHE, HOT_RE, SEALED_RE
+from .errors import UnsafePath
+from .layout import CACHE, HOT_RE, SEALED_RE, create_file, private_dir, read_bytes
 
 NOTES = "sealed-notes"
 
@@ -78,7 +79,7 @@ def write_notes(store_path: Path, notes: Sequence[SealNote]) -> None:
     if not notes:
         return
     folder = notes_dir(store_path)
-    folder.mkdir(parents=True, exist_ok=True)
+    private_dir(folder, below=store_path)
     body = [
         {
             "session": n.session,
@@ -93,7 +94,8 @@ def write_notes(store_path: Path, notes: Sequence[SealNote]) -> None:
     ]
     name = secrets.token_hex(8)
     tmp = folder / f".{name}.tmp"
-    tmp.write_bytes(orjson.dumps({"notes": body}))
+    with create_file(tmp) as fh:
+        fh.write(orjson.dumps({"notes": body}))
     os.replace(tmp, folder / f"{name}.json")
 
 
@@ -131,7 +133,7 @@ def _remove_if_stale(path: Path, age_s: float = 3600.0) -> None:
 def _parse(path: Path) -> list[SealNote] | None:
     try:
         out = []
-        for d in orjson.loads(path.read_bytes())["notes"]:
+        for d in orjson.loads(read_bytes(path))["notes"]:
             inputs = {}
             for name, (kind, size, inode) in d["inputs"].items():
                 pattern = HOT_RE if kind == "hot" else SEALED_RE if kind == "sealed" else None
@@ -150,7 +152,7 @@ def _parse(path: Path) -> list[SealNote] | None:
             if not SEALED_RE.fullmatch(note.sealed):
                 return None
             out.append(note)
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, UnsafePath):
         return None
     return out
 

@@ -143,7 +143,7 @@ class SearchIndex:
             if create:
                 if path.exists():
                     shutil.rmtree(path)
-                path.mkdir(parents=True)
+                path.mkdir(mode=0o700)  # in the index folder, made 0700 by query.py
                 self.index = tantivy.Index(build_schema(), str(path), reuse=False)
             else:
                 if not (path / "meta.json").is_file():

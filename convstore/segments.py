@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import threading
 from pathlib import Path
 
 from . import frames
-from .errors import ConvstoreError, StoreError
-from .layout import HOT_RE, fsync_dir, hot_name
+from .errors import ConvstoreError, StoreError, UnsafePath
+from .layout import HOT_RE, fsync_dir, hot_name, list_names, open_fd, open_read, private_dir
+
+log = logging.getLogger("convstore.segments")
 
 END_MARKER = frames.END_MARKER
 DEFAULT_ROLL_BYTES = 8 * 1024 * 1024
@@ -51,7 +54,7 @@ class Appender:
     def _current_seq(self) -> int:
         best = 0
         try:
-            names = os.listdir(self.folder)
+            names = list_names(self.folder)
         except FileNotFoundError:
             return 0
         for name in names:
@@ -64,22 +67,32 @@ class Appender:
         """Open the newest segment of this writer (or ``seq``), creating it if needed."""
         if seq is None and self.path is not None and self._reopen():
             return
-        if not self.folder.exists():
-            try:
-                # Not parents=True: a store folder moved away must not be recreated here, as
-                # an empty ghost that would take this append (the store's sessions/ folder
-                # exists for as long as the store does).
-                self.folder.mkdir(exist_ok=True)
-            except FileNotFoundError:
-                raise StoreError(
-                    f"the store folder holding {self.folder} is gone (moved or deleted); "
-                    "nothing was written. Reopen the store at its new path"
-                ) from None
+        try:
+            # Refuses a linked session folder; tightens one that a git checkout left 0755.
+            # Only the session folder is made: a store folder moved away must not be recreated
+            # here, as an empty ghost that would take this append.
+            created = private_dir(self.folder, below=self.folder.parent)
+        except FileNotFoundError:
+            raise StoreError(
+                f"the store folder holding {self.folder} is gone (moved or deleted); "
+                "nothing was written. Reopen the store at its new path"
+            ) from None
+        if created:
             fsync_dir(self.folder.parent)
         if seq is None:
             seq = max(1, self._current_seq())
-        path = self.folder / hot_name(self.writer, seq)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        while True:
+            path = self.folder / hot_name(self.writer, seq)
+            try:
+                fd = open_fd(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+                break
+            except UnsafePath:
+                # A link under this writer's next segment name (committed by another clone,
+                # or planted) would make the append write wherever it points. It is not
+                # ours and holds nothing of ours: leave it for check() to report and take
+                # the next number, rather than fail every append from now on.
+                log.warning("%s is a symbolic link: skipped; `convstore check` reports it", path)
+                seq += 1
         st = os.fstat(fd)
         if path != self.path or st.st_ino != self.inode or st.st_size < self.end:
             self.end = 0  # not the file we knew: validate it from the start
@@ -98,8 +111,8 @@ class Appender:
         """
         assert self.path is not None
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
-        except FileNotFoundError:
+            fd = open_fd(self.path, os.O_WRONLY | os.O_APPEND)
+        except (FileNotFoundError, UnsafePath):
             return False
         st = os.fstat(fd)
         if st.st_ino != self.inode or st.st_nlink == 0 or st.st_size < self.end:
@@ -116,7 +129,7 @@ class Appender:
         size = os.fstat(self.fd).st_size
         if size == self.end:
             return
-        with open(self.path, "rb") as fh:
+        with open_read(self.path) as fh:
             fh.seek(self.end)
             data = fh.read(size - self.end)
         result = frames.scan(data, self.end, decompress=False)
@@ -222,8 +235,8 @@ class Appender:
         # Segments whose descriptor was released with unsynced appends (relaxed modes).
         for path in list(self.unsynced):
             try:
-                fd = os.open(path, os.O_RDONLY)
-            except FileNotFoundError:
+                fd = open_fd(path, os.O_RDONLY)
+            except (FileNotFoundError, UnsafePath):
                 pass  # sealed and removed by compaction, which fsynced the sealed copy
             else:
                 try:

@@ -127,7 +127,9 @@ class Store:
         self.auto_compact = auto_compact
         self._writer: str | None = None
         self._current_format = False
-        self._locks = LockTable(self.cache_root / layout.CACHE / "locks" / "sessions")
+        self._locks = LockTable(
+            self.cache_root / layout.CACHE / "locks" / "sessions", root=self.cache_root
+        )
         self._appenders: OrderedDict[str, Appender] = OrderedDict()
         self._open_fds: set[str] = set()
         self._views: OrderedDict[str, SessionView] = OrderedDict()
@@ -308,8 +310,7 @@ class Store:
                     f"session {sid!r} {state} in {self.path}; choose another id"
                     + ("" if dropped else f" or open it with store.session({sid!r})")
                 )
-            if not folder.exists():
-                folder.mkdir(parents=True, exist_ok=True)
+            if layout.private_dir(folder, below=folder.parent):  # refuses a linked folder
                 layout.fsync_dir(folder.parent)
                 self._note_folder(sid)
             self._write(sid, [record])
@@ -382,7 +383,7 @@ class Store:
     def session_ids(self) -> list[str]:
         """Ids of every session folder, deleted ones included (cheap: one directory listing)."""
         try:
-            names = os.listdir(self.path / layout.SESSIONS)
+            names = layout.list_names(self.path / layout.SESSIONS)
         except FileNotFoundError:
             return []
         return sorted(n for n in names if not n.startswith("."))

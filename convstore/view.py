@@ -34,7 +34,7 @@ import orjson
 from . import frames
 from .errors import ConvstoreError, CorruptData, InvalidDate
 from .ids import from_us, parse_us
-from .layout import HOT_RE, SEALED_RE
+from .layout import HOT_RE, SEALED_RE, list_names, open_read
 from .records import Message, make_message, new_message, record_problem
 from .sealed import read_sealed
 
@@ -230,7 +230,7 @@ class SessionView:
         self.listed_at_ns = time.time_ns()
         self.listed_mtime_ns = mtime_ns
         try:
-            names = os.listdir(self.folder)
+            names = list_names(self.folder)  # links are never read; check() reports them
         except FileNotFoundError:
             names = []
         hot = sorted(n for n in names if HOT_RE.fullmatch(n))
@@ -311,7 +311,7 @@ class SessionView:
 
     def _read_hot(self, name: str, offset: int, size: int, inode: int) -> None:
         path = self.folder / name
-        with open(path, "rb") as fh:
+        with open_read(path) as fh:
             if os.fstat(fh.fileno()).st_ino != inode:
                 raise FileNotFoundError(path)  # replaced between stat and open: start over
             fh.seek(offset)

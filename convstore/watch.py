@@ -222,7 +222,12 @@ class Watcher:
 
     def _watch_folder(self, sid: str) -> None:
         folder = self.root / sid
-        if sid in self._watched_folders or not folder.is_dir() or self._observer is None:
+        if (
+            sid in self._watched_folders
+            or folder.is_symlink()  # a linked session folder is never read (FORMAT.md)
+            or not folder.is_dir()
+            or self._observer is None
+        ):
             return
         self._observer.schedule(_Handler(self), str(folder), event_filter=_EVENTS)
         self._watched_folders.add(sid)

@@ -36,6 +36,7 @@ def foreign_segment(folder: Path, records: list[dict[str, Any]], tail: bytes = b
     data = b"".join(encode_frame(encode_record(r), comp) for r in records) + tail
     path = folder / f"hot.{FOREIGN_WRITER}.000001.jsonl.zst"
     path.write_bytes(data)
+    path.chmod(0o600)  # as `convstore sync` leaves what a merge brought (FORMAT.md, "Modes")
     return path
 
 

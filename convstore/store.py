@@ -22,6 +22,7 @@ from . import frames, layout
 from .dates import When, parse_range
 from .errors import (
     CaseCollision,
+    ConvstoreError,
     InvalidContent,
     InvalidInput,
     SessionExists,
@@ -325,8 +326,8 @@ class Store:
         """
         fold = fold_case(sid)
         try:
-            claimed = self._claim(fold).read_text("ascii").strip()
-        except (OSError, UnicodeDecodeError):
+            claimed = layout.read_bytes(self._claim(fold)).decode("ascii").strip()
+        except (OSError, UnicodeDecodeError, ConvstoreError):
             claimed = ""
         same = claimed and claimed != sid and fold_case(claimed) == fold
         if same and self._session_folder(claimed).is_dir():
@@ -340,7 +341,7 @@ class Store:
         cached = self._folded
         if cached is None or cached[0] != key:
             by_fold: dict[str, list[str]] = {}
-            for name in os.listdir(folder):
+            for name in layout.list_names(folder):
                 by_fold.setdefault(fold_case(name), []).append(name)
             cached = self._folded = (key, by_fold)
         return next((n for n in cached[1].get(fold, ()) if n != sid), None)
@@ -351,8 +352,10 @@ class Store:
     def _note_folder(self, sid: str) -> None:
         """After creating ``sid``'s folder: claim its fold, and keep the cached listing."""
         fold = fold_case(sid)
-        with contextlib.suppress(OSError):  # the cache may be gone; the listing sees the folder
-            self._claim(fold).write_text(sid + "\n", "ascii")
+        # The cache may be gone, or the claim a link: the listing sees the folder anyway.
+        claim = self._claim(fold)
+        with contextlib.suppress(OSError, ConvstoreError), layout.create_file(claim) as fh:
+            fh.write(sid.encode("ascii") + b"\n")
         cached = self._folded
         if cached is not None:
             st = os.stat(self.path / layout.SESSIONS)

@@ -169,8 +169,10 @@ class TestMissingSegments:
                 "content": "from afar",
             }
             frame = encode_frame(encode_record(record), new_compressor())
-            (sess.path / f"hot.{WRITER_OTHER}.000003.jsonl.zst").write_bytes(frame + END_MARKER)
-            (sess.path / f"hot.{WRITER_OTHER}.000007.jsonl.zst").write_bytes(b"")
+            for seq, data in (("000003", frame + END_MARKER), ("000007", b"")):
+                path = sess.path / f"hot.{WRITER_OTHER}.{seq}.jsonl.zst"
+                path.write_bytes(data)
+                path.chmod(0o600)  # as convstore makes it: a loose mode is a problem of its own
             report = s.check()
         assert report.ok, str(report)
 
@@ -191,6 +193,7 @@ def test_a_leftover_temporary_file_with_no_compaction_running_is_reported(
         folder = s.create_session("s").path
         tmp = folder / ".sealing.0123456789ab.tmp"
         tmp.write_bytes(b"half a parquet file")
+        tmp.chmod(0o600)
         report = s.check(repair=repair)
     (issue,) = report.issues
     assert "leftover temporary file" in issue.problem and issue.repaired == repair

@@ -51,13 +51,13 @@ class TestInit:
     def test_init_on_an_existing_store_changes_nothing(self, store_path: Path) -> None:
         ok(store_path, "init")
         again = ok(store_path, "init")
-        assert "already a convstore store (format version 1)" in again.stdout
+        assert "already a convstore store (format version 2)" in again.stdout
 
     def test_init_json(self, tmp_path: Path) -> None:
         assert ok_json(None, "init", str(tmp_path / "s")) == {
             "store": str(tmp_path / "s"),
             "created": True,
-            "version": 1,
+            "version": 2,
         }
         assert ok_json(tmp_path / "s", "init")["created"] is False
 

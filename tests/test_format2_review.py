@@ -1,0 +1,105 @@
+"""Format 2 seen by a hostile user and by a second machine: drops, revivals and compaction.
+
+Real git clones of a bare repository (benchmarks/multiclone.py). Tests marked xfail show a bug
+that is reported but not fixed yet; each says what breaks.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from benchmarks import multiclone
+
+pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+
+
+@pytest.fixture
+def two(tmp_path: Path) -> Iterator[multiclone.World]:
+    with multiclone.isolated_git(tmp_path):
+        w = multiclone.World(tmp_path, clones=2, seed=0)
+        try:
+            yield w
+        finally:
+            w.close()
+
+
+def exchange(w: multiclone.World, how: str = "git") -> None:
+    a, b = w.clones
+    for clone in (a, b, a):
+        w.sync(clone, how)
+
+
+class TestARevivedSession:
+    @pytest.mark.xfail(
+        strict=True,
+        reason="compaction of a dropped session purges blobs older than the drop that a state "
+        "written after it (by a clone that had not seen the drop) still refers to",
+    )
+    def test_keeps_a_state_saved_after_the_drop_whose_blobs_were_written_before_it(
+        self, two: multiclone.World
+    ) -> None:
+        a, b = two.clones
+        a.store.create_session("chat").save_state({"big": "x" * 100, "n": 0})
+        exchange(two)
+        a.store.delete_session("chat")
+        # B has not seen the delete: its save writes only the key that changed ("n"); "big"
+        # refers to the blob written before the drop.
+        b.store.session("chat").save_state({"big": "x" * 100, "n": 1})
+        exchange(two)
+        assert a.store.session("chat").load_state() == {"big": "x" * 100, "n": 1}
+        a.store.compact("chat")
+        exchange(two)
+        for clone in (a, b):
+            assert clone.store.session("chat").load_state() == {"big": "x" * 100, "n": 1}
+
+    @pytest.mark.xfail(
+        strict=True,
+        reason="load_state, state_history and list_checkpoints of a revived session show the "
+        "states and checkpoints written before the drop, until the dropping clone compacts",
+    )
+    def test_shows_no_state_or_checkpoint_written_before_the_drop_before_or_after_compaction(
+        self, two: multiclone.World
+    ) -> None:
+        a, b = two.clones
+        chat = a.store.create_session("chat")
+        chat.save_state({"secret": "before the delete"})
+        chat.put_checkpoint("cp-before", {"secret": "before the delete"})
+        exchange(two)
+        a.store.delete_session("chat")
+        b.store.session("chat").append("assistant", "written after the delete")
+        exchange(two)
+        seen = []
+        for _ in range(2):
+            s = a.store.session("chat")
+            seen.append(
+                (
+                    s.load_state(),
+                    len(s.state_history()),
+                    [c.checkpoint_id for c in s.list_checkpoints(with_state=False)],
+                )
+            )
+            a.store.compact("chat")
+        assert seen == [(None, 0, []), (None, 0, [])]
+
+    @pytest.mark.xfail(
+        strict=True,
+        reason="created_at of a revived session is that of its oldest record, purged or not: "
+        "it changes when the dropping clone compacts the session",
+    )
+    def test_has_the_same_created_at_before_and_after_compaction(
+        self, two: multiclone.World
+    ) -> None:
+        a, b = two.clones
+        chat = a.store.create_session("chat")
+        chat.append("user", "imported", created_at="2020-01-01T00:00:00Z")
+        exchange(two)
+        a.store.delete_session("chat")
+        b.store.session("chat").append("assistant", "written after the delete")
+        exchange(two)
+        before = a.store.session("chat").created_at
+        a.store.compact("chat")
+        assert a.store.session("chat").created_at == before

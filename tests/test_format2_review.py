@@ -103,3 +103,46 @@ class TestARevivedSession:
         before = a.store.session("chat").created_at
         a.store.compact("chat")
         assert a.store.session("chat").created_at == before
+
+
+class TestBranchesAndDrops:
+    @pytest.mark.xfail(
+        strict=True,
+        reason="a branch of a revived session inherits the messages written before the drop, "
+        "which the session itself no longer shows: deleted content reappears",
+    )
+    def test_a_branch_of_a_revived_session_inherits_only_what_the_session_shows(
+        self, two: multiclone.World
+    ) -> None:
+        a, b = two.clones
+        a.store.create_session("p").append("user", "deleted content")
+        exchange(two)
+        a.store.delete_session("p")
+        post = b.store.session("p").append("assistant", "written after the delete")
+        exchange(two)
+        p = a.store.session("p")
+        assert [m.text for m in p.messages()] == ["written after the delete"]
+        kid = p.branch(post.id, branch_id="kid")
+        assert [m.text for m in kid.messages()] == ["written after the delete"]
+
+    @pytest.mark.xfail(
+        strict=True,
+        reason="a clone that deletes a session and compacts it purges the history that a "
+        "branch made apart on another clone (before it saw the delete) inherits: the branch "
+        "loses its acknowledged messages at the merge",
+    )
+    def test_a_branch_made_apart_keeps_its_history_when_the_parent_was_deleted_and_compacted(
+        self, two: multiclone.World
+    ) -> None:
+        a, b = two.clones
+        s = a.store.create_session("p")
+        s.append("user", "one")
+        two_ = s.append("assistant", "two")
+        exchange(two)
+        a.store.delete_session("p")
+        a.store.compact()
+        kid = b.store.session("p").branch(two_.id, branch_id="kid")
+        assert [m.text for m in kid.messages()] == ["one", "two"]
+        exchange(two)
+        for clone in (a, b):
+            assert [m.text for m in clone.store.session("kid").messages()] == ["one", "two"]

@@ -6,6 +6,7 @@ that is reported but not fixed yet; each says what breaks.
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import multiclone
+from convstore.importers import import_files
 
 pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
 
@@ -161,3 +163,34 @@ class TestBranchesAndDrops:
         exchange(two)
         for clone in (a, b):
             assert [m.text for m in clone.store.session("kid").messages()] == ["one", "two"]
+
+
+class TestImportsAndDrops:
+    @pytest.mark.xfail(
+        strict=True,
+        reason="imported message ids carry the source's times, not the time they were written: "
+        "messages that a clone imported after another clone's delete (which it had not seen) "
+        "look older than the delete and are hidden after the merge, though the import "
+        "reported them added",
+    )
+    def test_messages_imported_apart_after_a_delete_stay_visible(
+        self, two: multiclone.World, tmp_path: Path
+    ) -> None:
+        a, b = two.clones
+        source = tmp_path / "conv.json"
+        messages = [{"role": "user", "content": "first", "created_at": "2026-01-01T08:00:00Z"}]
+        source.write_text(json.dumps({"id": "conv1", "messages": messages}))
+        import_files(a.store, [source], format="openai")
+        exchange(two)
+        a.store.delete_session("conv1")
+        # The source gained a message (written in January, long before the delete); B, which
+        # has not seen the delete, imports it and is told it was added.
+        messages.append(
+            {"role": "assistant", "content": "second", "created_at": "2026-01-01T09:00:00Z"}
+        )
+        source.write_text(json.dumps({"id": "conv1", "messages": messages}))
+        assert import_files(b.store, [source], format="openai").messages_added == 1
+        exchange(two)
+        for clone in (a, b):
+            assert "conv1" in clone.store
+            assert "second" in [m.text for m in clone.store.session("conv1").messages()]

@@ -711,16 +711,23 @@ def _blob_refs(r: Record) -> list[str]:
     """The blob hashes a state, checkpoint or cp_writes record refers to."""
     kind = r.get("kind")
     if kind in ("state", "checkpoint"):
-        parts = r.get("parts")
-        if isinstance(parts, dict):
-            return [h for h in parts.values() if isinstance(h, str)]
-        value = r.get("value")
-        return [value] if isinstance(value, str) else []
-    if kind == "cp_writes":
-        writes = r.get("writes")
-        if isinstance(writes, list):
-            return [w[1] for w in writes if isinstance(w, (list, tuple)) and len(w) == 2]
-    return []
+        refs: list[Any] = [r]
+    elif kind == "cp_writes" and isinstance(r.get("writes"), list):
+        # Each write is [channel, ref]: a blob hash, or {"parts": {key: hash}} for a dict.
+        refs = [w[1] for w in r["writes"] if isinstance(w, (list, tuple)) and len(w) == 2]
+    else:
+        return []
+    out: list[str] = []
+    for ref in refs:
+        if isinstance(ref, str):
+            out.append(ref)
+        elif isinstance(ref, dict):
+            parts = ref.get("parts")
+            if isinstance(parts, dict):
+                out.extend(h for h in parts.values() if isinstance(h, str))
+            elif isinstance(ref.get("value"), str):
+                out.append(ref["value"])
+    return out
 
 
 def _dropped_session(

@@ -54,6 +54,38 @@ class TestARevivedSession:
             assert clone.store.session("chat").load_state() == {"big": "x" * 100, "n": 1}
             assert clone.store.check().ok
 
+    def test_keeps_pending_writes_saved_after_the_drop_whose_blobs_were_written_before_it(
+        self, two: multiclone.World
+    ) -> None:
+        a, b = two.clones
+        value = {"big": "x" * 100, "n": 0}
+        a.store.create_session("chat").put_writes("cp", "task", [("channel", value)])
+        exchange(two)
+        a.store.delete_session("chat")
+        # B has not seen the delete: the same value refers to the blobs written before it.
+        b.store.session("chat").put_writes("cp", "task2", [("channel", value)])
+        exchange(two)
+        report = a.store.compact("chat")
+        assert report.compacted and not report.problems, str(report)
+        exchange(two)
+        for clone in (a, b):
+            writes = clone.store.session("chat").get_writes("cp")
+            assert "task2" in [w.task_id for w in writes]
+            assert all(v == value for w in writes for _, v in w.writes)
+
+    def test_check_reports_a_state_written_after_the_drop_whose_blob_is_missing(
+        self, two: multiclone.World
+    ) -> None:
+        a, b = two.clones
+        a.store.create_session("chat").save_state({"big": "x" * 100, "n": 0})
+        exchange(two)
+        a.store.delete_session("chat")
+        a.store.compact("chat")  # apart: purges the blob that B's next state reuses
+        b.store.session("chat").save_state({"big": "x" * 100, "n": 1})
+        exchange(two)
+        report = a.store.check()
+        assert any("missing blob" in issue.problem for issue in report.issues), str(report)
+
     @pytest.mark.xfail(
         strict=True,
         reason="a clone that deletes and compacts a session while apart purges the blobs that "

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import multiclone
+from convstore import Store
 from convstore.importers import import_files
 
 pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
@@ -226,3 +227,22 @@ class TestImportsAndDrops:
         for clone in (a, b):
             assert "conv1" in clone.store
             assert "second" in [m.text for m in clone.store.session("conv1").messages()]
+
+
+class TestDeletingASessionOfImportedMessages:
+    @pytest.mark.xfail(
+        strict=True,
+        reason="a drop hides only records with smaller ids, and imported message ids carry the "
+        "source's times: a session holding a message dated in the future cannot be deleted "
+        "(delete_session returns, the session stays visible)",
+    )
+    def test_delete_session_hides_a_session_whose_messages_are_dated_in_the_future(
+        self, tmp_path: Path
+    ) -> None:
+        source = tmp_path / "conv.json"
+        message = {"role": "user", "content": "dated 2031", "created_at": "2031-01-01T00:00:00Z"}
+        source.write_text(json.dumps({"id": "future", "messages": [message]}))
+        with Store(tmp_path / "store") as store:
+            assert import_files(store, [source], format="openai").messages_added == 1
+            store.delete_session("future")
+            assert "future" not in store

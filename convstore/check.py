@@ -269,7 +269,7 @@ def _check_session(
     folder = store._session_folder(sid)
     seen: dict[str, str] = {}  # record id -> kind, to find ids reused for different records
     blobs: set[str] = set()
-    refs: list[tuple[object, str]] = []  # (blob hash, where)
+    refs: list[tuple[object, str, str]] = []  # (blob hash, where, record id)
     has_session_record = False
     names = sorted(layout.list_names(folder))  # links: reported by _check_tree
     temps: list[Path] = []
@@ -322,19 +322,20 @@ def _check_session(
                 blobs.add(r["hash"])
             elif kind in ("state", "checkpoint"):
                 hashes = list(r["parts"].values()) if "parts" in r else [r.get("value")]
-                refs.extend((h, f"{kind} {r['id']}") for h in hashes)
+                refs.extend((h, f"{kind} {r['id']}", r["id"]) for h in hashes)
             elif kind == "cp_writes":
                 for _, ref in r.get("writes", []):
                     hashes = list(ref["parts"].values()) if isinstance(ref, dict) else [ref]
-                    refs.extend((h, f"writes {r['id']}") for h in hashes)
+                    refs.extend((h, f"writes {r['id']}", r["id"]) for h in hashes)
     if temps:
         _check_temps(store, temps, report, repair, locked)
     report.issues += _missing_own_segments(store, sid)
-    dropped = "drop" in seen.values()
-    for h, where in refs:
-        # A clone that did not know of a deletion may still have referred to blobs that the
-        # deleting clone's compaction purged: for a dropped session that is expected.
-        if h not in blobs and not dropped:
+    drop_id = max((rid for rid, kind in seen.items() if kind == "drop"), default="")
+    for h, where, rid in refs:
+        # A record older than the session's newest drop is hidden, and the deleting clone's
+        # compaction may have purged the blobs it refers to: expected. One written after the
+        # drop is shown (FORMAT.md section 5, rule 5), so its blobs must be there.
+        if h not in blobs and rid > drop_id:
             report.issues.append(Issue(str(folder), f"{where} refers to missing blob {h}"))
     if seen and not has_session_record:
         report.issues.append(Issue(str(folder), "no session record: the session was never created"))

@@ -608,7 +608,12 @@ def purge(
             drop_id = max(drop_id, r["id"])
     context_edits = _newest_edits(r for r in context if r.get("kind") == "edit")
     if drop_id:
-        sealable = _dropped_session(sealable, drop_id, keep_messages_until, stats)
+        # A writer saves only the blobs its session does not hold yet, so a state written
+        # after the drop (by a clone that had not seen it) may name blobs written before it.
+        referenced = {
+            h for r in _chain(sealable, context) if r.get("id", "") > drop_id for h in _blob_refs(r)
+        }
+        sealable = _dropped_session(sealable, drop_id, keep_messages_until, stats, referenced)
 
     messages: dict[str, Record] = {}  # newest version per message
     edits: list[Record] = []
@@ -702,8 +707,35 @@ def _checkpoint_deleted(r: Record, cp_deletes: list[tuple[str, str, list[str] | 
     )
 
 
+def _blob_refs(r: Record) -> list[str]:
+    """The blob hashes a state, checkpoint or cp_writes record refers to."""
+    kind = r.get("kind")
+    if kind in ("state", "checkpoint"):
+        refs: list[Any] = [r]
+    elif kind == "cp_writes" and isinstance(r.get("writes"), list):
+        # Each write is [channel, ref]: a blob hash, or {"parts": {key: hash}} for a dict.
+        refs = [w[1] for w in r["writes"] if isinstance(w, (list, tuple)) and len(w) == 2]
+    else:
+        return []
+    out: list[str] = []
+    for ref in refs:
+        if isinstance(ref, str):
+            out.append(ref)
+        elif isinstance(ref, dict):
+            parts = ref.get("parts")
+            if isinstance(parts, dict):
+                out.extend(h for h in parts.values() if isinstance(h, str))
+            elif isinstance(ref.get("value"), str):
+                out.append(ref["value"])
+    return out
+
+
 def _dropped_session(
-    sealable: list[Record], drop_id: str, keep_until: Key | None, stats: PurgeStats
+    sealable: list[Record],
+    drop_id: str,
+    keep_until: Key | None,
+    stats: PurgeStats,
+    referenced: frozenset[str] | set[str] = frozenset(),
 ) -> list[Record]:
     """What a deleted session keeps of the records older than its newest drop: its drop
     records, its session records cut down to who it belongs to, and what live branches
@@ -725,6 +757,8 @@ def _dropped_session(
             out.append(r)  # purged below by the usual rules
         elif keep_until is not None and kind == "message" and _key(r) <= keep_until:
             out.append(r)
+        elif kind == "blob" and r.get("hash") in referenced:
+            out.append(r)  # a record written after the drop still needs it
         elif kind == "message":
             stats.messages_purged += 1
         else:

@@ -53,7 +53,7 @@ from .locks import store_lock
 from .records import record_problem
 from .sealed import read_sealed, write_sealed
 from .sealnotes import InputFile, SealNote, write_notes
-from .view import KEPT_THROUGH_DROP
+from .view import KEPT_THROUGH_DROP, drop_cover
 
 if TYPE_CHECKING:
     from .segments import Appender
@@ -605,7 +605,7 @@ def purge(
         elif kind == "cp_delete":
             cp_deletes.append((r["id"], r.get("namespace", ""), r.get("checkpoint_ids")))
         elif kind == "drop":
-            drop_id = max(drop_id, r["id"])
+            drop_id = max(drop_id, drop_cover(r))
     context_edits = _newest_edits(r for r in context if r.get("kind") == "edit")
     if drop_id:
         # A writer saves only the blobs its session does not hold yet, so a state written

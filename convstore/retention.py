@@ -181,5 +181,5 @@ def _settle(
             # in the parent's folder, which the store otherwise refuses to write to.
             store._write(sid, chunk, allow_dropped=owner_dropped)
         if drop:
-            store._write(sid, [store._record("drop", sid)])
+            store._write(sid, [store._drop_record(sid)])
     return len(live), drop

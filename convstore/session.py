@@ -396,8 +396,11 @@ class Session:
             ref: JSONDict = {"parts": {str(k): put(v) for k, v in value.items()}}
         else:
             ref = {"value": put(value)}
+        # Only blobs in this clone's own files may be referred to without writing them again:
+        # another clone's files are purged by their owner alone, who may not know of this
+        # state (a session it deleted, while this clone, not knowing, kept saving state).
         with self._reading() as view:
-            fresh = [(h, v) for h, v in parts.items() if h not in view.blobs]
+            fresh = [(h, v) for h, v in parts.items() if h not in view.own_blobs]
         records = [self.store._record("blob", self.id, hash=h, data=v) for h, v in fresh]
         return records, ref
 

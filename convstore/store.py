@@ -419,7 +419,15 @@ class Store:
         sid = validate_session_id(session_id)
         with self._locks.get(sid):  # so that two deletes do not both write a drop
             self.session(sid)
-            self._write(sid, [self._record("drop", sid)])
+            self._write(sid, [self._drop_record(sid)])
+
+    def _drop_record(self, sid: str) -> JSONDict:
+        """A ``drop`` of ``sid`` that covers every record this process has seen of it (call
+        holding the session lock, with the view caught up): imported records keep their
+        original time in their id, which may lie after the moment of the delete."""
+        with self._reading(sid) as view:
+            covers = view.newest_id
+        return self._record("drop", sid, covers=covers or None)
 
     def branch(
         self,
@@ -536,7 +544,7 @@ class Store:
         with self._guard:
             view = self._views.get(sid)
             if view is None:
-                view = SessionView(sid, self._session_folder(sid))
+                view = SessionView(sid, self._session_folder(sid), self.writer_id)
                 self._views[sid] = view
                 self._evict_views()
             else:
@@ -605,8 +613,15 @@ class Store:
             if not parent or sid in _seen:
                 return pick(keys, order)
             own = list(order)
+            made = view.meta["parent"][0]  # the record that made this session a branch
         psid, at = parent["session"], parent["message"]
         inherited = self._ordered(psid, _seen | {sid})
+        with self._reading(psid) as pview:
+            cover = pview.drop_id
+        if cover is not None and made > cover:
+            # Branched after its parent was deleted (and revived by a clone that had not seen
+            # the delete): it inherits what the parent showed then, not what the delete covers.
+            inherited = [m for m in inherited if m.id > cover]
         keys = [(to_us(m.created_at), m.id) for m in inherited]
         if isinstance(parent.get("created_at"), str):
             cut = bisect.bisect_right(keys, (parse_us(parent["created_at"]), at))

@@ -34,7 +34,7 @@ import orjson
 from . import frames
 from .errors import ConvstoreError, CorruptData, InvalidDate
 from .ids import from_us, parse_us
-from .layout import HOT_RE, SEALED_RE, list_names, open_read
+from .layout import HOT_RE, SEALED_RE, list_names, open_read, owner
 from .records import Message, make_message, new_message, record_problem
 from .sealed import read_sealed
 
@@ -44,6 +44,18 @@ Key = tuple[int, str]
 # what was written after the drop: acknowledged writes are never lost to a delete made
 # elsewhere (FORMAT.md, section 5, rule 5). Tombstones (delete, cp_delete) do not.
 REVIVING = frozenset(("message", "session", "state", "checkpoint", "cp_writes"))
+_STATE_KINDS = frozenset(("state", "checkpoint", "cp_writes"))
+
+
+def drop_cover(r: dict[str, Any]) -> str:
+    """The newest record id a ``drop`` covers: its own id, or the newest record its writer had
+    seen (``covers``) when that is newer. Ids of imported records carry their original time,
+    which may lie in the future: the drop must still cover what its writer deleted."""
+    rid: str = r["id"]
+    covers = r.get("covers")
+    return covers if isinstance(covers, str) and covers > rid else rid
+
+
 # Session fields that stay with a session through a drop: who it belongs to. Title, metadata
 # and parent of a session written before the drop do not come back with it.
 KEPT_THROUGH_DROP = ("user_id", "org_id", "agent_id")
@@ -82,9 +94,13 @@ class Checkpoint:
 class SessionView:
     """All that is known of one session, from every file in its folder."""
 
-    def __init__(self, session_id: str, folder: Path) -> None:
+    def __init__(self, session_id: str, folder: Path, writer: str | None = None) -> None:
         self.session_id = session_id
         self.folder = folder
+        # This clone's writer id: blobs in files it owns are the only ones a writer may
+        # refer to without writing them again (``own_blobs``).
+        self.writer = writer
+        self._foreign = False
         self._dir = os.fspath(folder)  # a str: every write refreshes, and Paths cost there
         self.reset()
 
@@ -114,7 +130,9 @@ class SessionView:
         self.last_us = 0
         self.drop_id: str | None = None  # the newest drop
         self.newest_live = ""  # the newest record of a kind that brings a session back
+        self.newest_id = ""  # the newest record of any kind: what a drop written now covers
         self.blobs: dict[str, bytes] = {}
+        self.own_blobs: set[str] = set()  # held in files of this clone's own (or written here)
         self.states: dict[str, tuple[Key, dict[str, Any]]] = {}
         self.checkpoints: dict[tuple[str, str], Checkpoint] = {}
         self.cp_delete_all: dict[str, str] = {}  # namespace -> newest delete-all record id
@@ -135,7 +153,7 @@ class SessionView:
     def dropped(self) -> str | None:
         """The newest drop, while it hides the session: nothing was written after it."""
         d = self.drop_id
-        return d if d is not None and self.newest_live < d else None
+        return d if d is not None and self.newest_live <= d else None
 
     @property
     def revived_after(self) -> str | None:
@@ -328,8 +346,12 @@ class SessionView:
             except ValueError as e:
                 self.problems.append(Problem(str(path), start, end, f"bad JSON: {e}"))
                 continue
-            for record in records:
-                self.apply(record)
+            self._foreign = owner(name) != self.writer
+            try:
+                for record in records:
+                    self.apply(record)
+            finally:
+                self._foreign = False
         # A torn tail may be an append still in flight: stop before it, look again next time.
         self.hot_offsets[name] = result.valid_end
         if result.closed:
@@ -346,8 +368,12 @@ class SessionView:
             self.bad_sealed.add(name)  # reported once; check() says what to do
             return
         self.sealed.add(name)
-        for record in records:
-            self.apply(record)
+        self._foreign = owner(name) != self.writer
+        try:
+            for record in records:
+                self.apply(record)
+        finally:
+            self._foreign = False
 
     # -- replaying records ---------------------------------------------------------------------
 
@@ -373,6 +399,8 @@ class SessionView:
                 return
             self.seen_ids.add(rid)
         self._note_key(key)
+        if rid > self.newest_id:
+            self.newest_id = rid
         if kind in REVIVING and rid > self.newest_live:
             self.newest_live = rid
         # "Newest wins" rules compare record ids, which sort by the time the record was
@@ -391,10 +419,17 @@ class SessionView:
                     if old is None or old[0] < rid:
                         self.meta[name] = (rid, r[name])
         elif kind == "drop":
-            self.drop_id = rid if self.drop_id is None else max(self.drop_id, rid)
+            cover = drop_cover(r)
+            if self.drop_id is None or cover > self.drop_id:
+                self.drop_id = cover
+                self._forget_state_before(cover)
         elif kind == "blob":
             if r["hash"] not in self.blobs:
                 self.blobs[r["hash"]] = orjson.dumps(r["data"])
+            if not self._foreign:
+                self.own_blobs.add(r["hash"])
+        elif self.drop_id is not None and rid <= self.drop_id and kind in _STATE_KINDS:
+            return  # agent state a drop covers: never inherited, never shown again
         elif kind == "state":
             self.states[rid] = (key, r)
         elif kind == "checkpoint":
@@ -428,6 +463,19 @@ class SessionView:
             if old_w is None or old_w[0][1] < rid:
                 per_task[task] = (key, r)
 
+    def _forget_state_before(self, cover: str) -> None:
+        """Agent state, checkpoints and their writes that a drop covers. (Messages stay in the
+        view: branches still inherit them; ``shown()`` leaves them out.)"""
+        self.states = {rid: v for rid, v in self.states.items() if rid > cover}
+        self.checkpoints = {k: cp for k, cp in self.checkpoints.items() if cp.rid > cover}
+        for w_key in list(self.writes):
+            kept = {t: v for t, v in self.writes[w_key].items() if v[0][1] > cover}
+            if kept:
+                self.writes[w_key] = kept
+            else:
+                del self.writes[w_key]
+        self._live_cache.clear()
+
     def _note_key(self, key: Key) -> None:
         """The session's first record and latest activity, as records arrive."""
         if self.first_key is None or key < self.first_key:
@@ -443,6 +491,7 @@ class SessionView:
         since a fresh id cannot be deleted, edited or here already."""
         key = (at_us, mid)
         self._note_key(key)
+        self.newest_id = max(self.newest_id, mid)
         msg = new_message(mid, self.session_id, fields, at_us, when)
         self._put(msg, key, "")
         return msg
@@ -460,6 +509,7 @@ class SessionView:
             return msgs
         self._note_key(min(keys))
         self._note_key(max(keys))
+        self.newest_id = max(self.newest_id, *(k[1] for k in keys))
         order_keys = self.order_keys
         if (not order_keys or order_keys[-1] < keys[0]) and keys == sorted(keys):
             order_keys.extend(keys)

@@ -219,7 +219,7 @@ MALFORMED: dict[str, Callable[[str], dict[str, Any]]] = {
 
 class TestAMalformedRecord:
     @pytest.mark.parametrize("bad", sorted(MALFORMED))
-    def test_a_malformed_record_in_another_clones_closed_segment_stops_only_its_session(
+    def test_a_malformed_record_in_a_closed_segment_of_ours_stops_only_its_session(
         self, store: Store, bad: str
     ) -> None:
         # More sessions than one locked batch of a whole-store compaction (64), the bad one
@@ -229,19 +229,42 @@ class TestAMalformedRecord:
             store.create_session(sid).append("user", f"hello {sid}")
         folder = store.session("a00").path
         frame = encode_frame(encode_record(MALFORMED[bad]("a00")), new_compressor())
-        (folder / f"hot.{OTHER_CLONE}.000001.jsonl.zst").write_bytes(frame + END_MARKER)
+        # A closed segment of this clone's own (sequence 0: before the one it appends to).
+        name = f"hot.{store.writer_id}.000000.jsonl.zst"
+        (folder / name).write_bytes(frame + END_MARKER)
+        (folder / name).chmod(0o600)
         before = {p.name: p.read_bytes() for p in folder.iterdir()}
         report = store.compact()
         (problem,) = report.problems
         assert problem.session_id == "a00"
         assert problem.skipped is not None and "a record is malformed" in problem.skipped
         assert sorted(s.session_id for s in report.compacted) == sids[1:]
-        # Left as it is (our own segment closed, nothing sealed or deleted), for check to report.
+        # Left as it is (nothing sealed or deleted), for check to report.
         after = {p.name: p.read_bytes() for p in folder.iterdir()}
-        assert {n: b for n, b in after.items() if n in before and OTHER_CLONE in n} == {
-            n: b for n, b in before.items() if OTHER_CLONE in n
-        }
+        assert after[name] == before[name]
         assert not [n for n in after if n.startswith("sealed.")]
+        issues = [i for i in store.check().issues if name in i.path]
+        assert len(issues) == 1 and "record" in issues[0].problem
+        assert [m.content for m in store.session("a00").messages()] == ["hello a00"]
+
+    @pytest.mark.parametrize("bad", sorted(MALFORMED))
+    def test_a_malformed_record_in_another_clones_segment_is_skipped_and_reported(
+        self, store: Store, bad: str
+    ) -> None:
+        sids = [f"a{i:02d}" for i in range(3)]
+        for sid in sids:
+            store.create_session(sid).append("user", f"hello {sid}")
+        folder = store.session("a00").path
+        frame = encode_frame(encode_record(MALFORMED[bad]("a00")), new_compressor())
+        other = folder / f"hot.{OTHER_CLONE}.000001.jsonl.zst"
+        other.write_bytes(frame + END_MARKER)
+        other.chmod(0o600)
+        report = store.compact()
+        # Another clone's file is read as context and never touched: readers skip the bad
+        # record, so compaction does too, and check reports it for its owner to restore.
+        assert not report.problems
+        assert sorted(s.session_id for s in report.compacted) == sids
+        assert other.read_bytes() == frame + END_MARKER
         issues = [i for i in store.check().issues if OTHER_CLONE in i.path]
         assert len(issues) == 1 and "record" in issues[0].problem
         assert [m.content for m in store.session("a00").messages()] == ["hello a00"]

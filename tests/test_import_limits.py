@@ -203,6 +203,7 @@ class TestSegmentBombs:
         head = head[:16] + struct.pack("<I", zlib.crc32(head[:12]))
         segment = store_path / "sessions" / "notes" / "hot.0123456789ab.000001.jsonl.zst"
         segment.write_bytes(head + data)
+        segment.chmod(0o600)  # as a clone's segment is after `convstore sync`
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         done = subprocess.run(
             [sys.executable, "-c", SEGMENT_BOMB, str(store_path)],

@@ -184,6 +184,19 @@ class TestBranchAndMerge:
         assert [m.text for m in merged.messages()] == ["x1", "y1", "x2"]
         assert merged.messages()[1].metadata["merged_from"]["session"] == "y"
 
+    def test_delete_session_returns_the_live_branches_that_still_show_its_messages(
+        self, store: Store
+    ) -> None:
+        store.create_session("p").append("user", "the parent's text")
+        store.branch("p", branch_id="p.1")
+        store.branch("p.1", branch_id="p.1.1")
+        store.branch("p", branch_id="p.2")
+        store.delete_session("p.2")
+        store.create_session("other").append("user", "no branch here")
+        assert store.delete_session("p") == ["p.1", "p.1.1"]
+        assert [m.text for m in store.session("p.1.1").messages()] == ["the parent's text"]
+        assert store.delete_session("other") == []
+
 
 class TestStateAndCheckpoints:
     def test_state_is_saved_loaded_and_kept_as_history(self, store: Store) -> None:

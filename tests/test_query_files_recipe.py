@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -104,6 +105,21 @@ def mixed(path: Path) -> None:
         s.session("b").append("user", "the parent goes on")
 
 
+def revived_by_a_clone(path: Path) -> None:
+    with Store(path) as s:
+        edited_and_deleted(s)
+        s.create_session("shared").append("user", "written before the delete")
+    clone = path.parent / "clone"
+    shutil.copytree(path, clone, ignore=shutil.ignore_patterns(".cache"))  # its own writer
+    with Store(path) as s:
+        s.delete_session("shared")
+    with Store(clone) as c:  # apart, it has not seen the delete: it writes after it
+        c.session("shared").append("user", "written apart, after the delete")
+    for hot in (clone / "sessions" / "shared").glob("hot.*"):
+        if not (path / "sessions" / "shared" / hot.name).exists():
+            shutil.copy2(hot, path / "sessions" / "shared" / hot.name)  # what a sync brings
+
+
 def sealed_only(path: Path) -> None:
     compacted(path)
     # Compaction leaves each writer an empty hot segment to append to next; with those gone
@@ -134,6 +150,7 @@ STORES: dict[str, Callable[[Path], None]] = {
     "sealed files only": sealed_only,
     "hot and sealed, edits, deletes, deleted sessions, a branch": mixed,
     "format 1 sealed names": format_1_names,
+    "a deleted session brought back by a clone": revived_by_a_clone,
     "the demo store": demo,
 }
 
@@ -161,6 +178,13 @@ class TestReadingTheStoreWithoutConvstore:
         assert kinds["never compacted"] == (True, False)
         assert kinds["sealed files only"] == (False, True)
         assert kinds["hot and sealed, edits, deletes, deleted sessions, a branch"] == (True, True)
+
+    def test_a_session_brought_back_after_a_drop_shows_only_what_followed_it(
+        self, tmp_path: Path
+    ) -> None:
+        revived_by_a_clone(tmp_path / "store")
+        shown = [text for sid, _, text in run_recipes(tmp_path / "store") if sid == "shared"]
+        assert shown == ["written apart, after the delete"]
 
     def test_a_store_with_no_session_reads_as_empty(self, tmp_path: Path) -> None:
         Store(tmp_path / "store").close()

@@ -11,7 +11,8 @@ It is deterministic: sessions in (created_at, id) order, messages in the order t
 shows them, one message per line, and ``exported_at`` is the newest time the file holds (not
 the wall clock). Exporting, importing the file into an empty store and exporting again
 therefore gives the same bytes. A branch holds only its own messages and names its parent;
-exporting a branch brings its ancestors along, so the file always imports on its own.
+exporting a branch brings its ancestors along, so the file always imports on its own. A branch
+whose parent was deleted is exported as a plain session holding every message it shows.
 
 JSONL, CSV and Parquet hold one row per stored message (a branch's inherited messages stay
 with their own session, so nothing is counted twice), with the same columns in all three.
@@ -154,6 +155,15 @@ def session_document(session: Session) -> tuple[JSONDict, list[JSONDict]]:
         "created_at": info["created_at"],
         "parent": info["parent"],
     }
+    own = own_messages(session)
+    if info["parent"] is not None and info["parent"]["session"] not in session.store:
+        # The parent was deleted, yet the branch still shows what it inherited. The file
+        # cannot name a parent it does not hold (import would refuse it), and exporting the
+        # deleted session would bring it back: the branch gets that history as its own.
+        head["parent"] = None
+        own = session.messages()
+        if own:  # the session starts with what it inherited, as it will once imported
+            head["created_at"] = min(str(head["created_at"]), format_us(to_us(own[0].created_at)))
     history = session.state_history(limit=1)
     if history:
         entry = history[0]
@@ -162,7 +172,7 @@ def session_document(session: Session) -> tuple[JSONDict, list[JSONDict]]:
             "created_at": format_us(to_us(entry.created_at)),
             "value": entry.state,
         }
-    return head, [m.to_dict() for m in own_messages(session)]
+    return head, [m.to_dict() for m in own]
 
 
 def _newest(head: JSONDict, messages: list[JSONDict]) -> str:

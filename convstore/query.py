@@ -864,6 +864,15 @@ class QueryLayer:
             catalog, _ = self._snapshot()
             return [r[0] for r in catalog.rows(sql, params)]
 
+    def branch_parents(self) -> dict[str, str]:
+        """``{branch id: parent id}`` for every live branch (after a full refresh)."""
+        sql = "SELECT id, parent_session FROM sessions WHERE parent_session IS NOT NULL"
+        with self._lock, self._failing("the branches could not be listed"):
+            self._sync()
+            self._catch_up(explicit=True)
+            catalog, _ = self._snapshot()
+            return {r[0]: r[1] for r in catalog.rows(sql, [])}
+
 
 _READ_ONLY = "SQL over a store is read-only and sees only the catalog's tables: "
 

@@ -287,12 +287,26 @@ class Session:
         return msg
 
     def recent(self, n: int = 20) -> list[Message]:
-        """The last ``n`` messages, oldest first: what goes into the next prompt."""
+        """The last ``n`` messages, oldest first, never starting on a tool result.
+
+        Chat APIs refuse a tool result whose tool call is not before it, so when the last
+        ``n`` would start inside a tool exchange the window reaches back to the assistant
+        message that made the calls (it then holds that message and every result of it, a few
+        more than ``n``). Tool results at the start of the window that answer no such message
+        (their call was deleted, or never stored) are left out instead. Only the start is
+        adjusted; the messages are otherwise the session's as they are. A system prompt is
+        included only when it is among them: ``messages(limit=1)`` reads a session's first
+        message.
+        """
         if not isinstance(n, int) or n < 0:
             raise InvalidInput(f"n must be a non-negative integer, not {n!r}")
         if n == 0:
             return []
-        return self.store._select(self.id, lambda keys, msgs: msgs[-n:])
+        return self.store._select(self.id, lambda keys, msgs: msgs[_window_start(msgs, n) :])
+
+    def _last(self, n: int) -> list[Message]:
+        """Exactly the last ``n`` messages (a protocol's "latest n items")."""
+        return self.store._select(self.id, lambda keys, msgs: msgs[-n:] if n else [])
 
     def get(self, message_id: str) -> Message:
         msg = self._find(message_id)
@@ -569,6 +583,38 @@ def _when(created_at: object) -> tuple[int | None, datetime | None]:
     if isinstance(created_at, str):
         return parse_us(created_at), None
     raise InvalidInput(f"created_at must be a datetime or an ISO string, not {created_at!r}")
+
+
+def _call_ids(m: Message, kind: str, key: str) -> set[str]:
+    if isinstance(m.content, str):
+        return set()
+    return {str(part.get(key)) for part in m.content if part.get("type") == kind}
+
+
+def _is_tool_result(m: Message) -> bool:
+    return m.role == "tool" or bool(_call_ids(m, "tool_result", "tool_call_id"))
+
+
+def _window_start(msgs: list[Message], n: int) -> int:
+    """Where ``recent(n)`` starts: ``len - n``, moved off a tool result cut from its call.
+
+    Only the run of tool results just before the start is read back, so the cost stays that of
+    the window (a million-message session is not scanned).
+    """
+    start = max(0, len(msgs) - n)
+    if start == len(msgs) or not _is_tool_result(msgs[start]):
+        return start
+    caller = start
+    while caller > 0 and _is_tool_result(msgs[caller]):
+        caller -= 1
+    answered = _call_ids(msgs[start], "tool_result", "tool_call_id")
+    # Results imported as plain text name no call: they answer the assistant before them.
+    calls = _call_ids(msgs[caller], "tool_call", "id")
+    if msgs[caller].role == "assistant" and (not answered or answered & calls):
+        return caller
+    while start < len(msgs) and _is_tool_result(msgs[start]):
+        start += 1
+    return start
 
 
 def merge_ordered(parts: list[list[Message]]) -> list[Message]:

@@ -415,7 +415,12 @@ class Store:
         return [Session(self, sid) for sid in ids]
 
     def delete_session(self, session_id: str) -> None:
-        """Delete a session: hidden at once everywhere, its bytes purged by compaction."""
+        """Delete a session: hidden at once everywhere, its bytes purged by compaction.
+
+        Its branches are not deleted, and they keep showing the history they inherited from
+        it (text included: compaction keeps what a live branch shows); ``branches(id)`` names
+        them, so that a caller can tell its user and delete them too.
+        """
         sid = validate_session_id(session_id)
         with self._locks.get(sid):  # so that two deletes do not both write a drop
             self.session(sid)
@@ -428,6 +433,22 @@ class Store:
         with self._reading(sid) as view:
             covers = view.newest_id
         return self._record("drop", sid, covers=covers or None)
+
+    def branches(self, session_id: str) -> list[str]:
+        """Ids of the live sessions that show ``session_id``'s messages: its branches, their
+        branches, and so on, sorted. ``session_id`` itself may be deleted (its branches keep
+        showing what they inherited: ``convstore rm`` names them). One catalog query."""
+        sid = validate_session_id(session_id)
+        parents = self._query_layer().branch_parents()
+        found: set[str] = set()
+        todo = [sid]
+        while todo:
+            current = todo.pop()
+            for branch, parent in parents.items():
+                if parent == current and branch not in found:
+                    found.add(branch)
+                    todo.append(branch)
+        return sorted(found)
 
     def branch(
         self,

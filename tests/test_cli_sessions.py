@@ -172,9 +172,29 @@ class TestRm:
             "session": "a",
             "message": mid,
             "deleted": True,
+            "branches": [],
         }
         assert [m["text"] for m in ok_json(filled, "show", "a")["messages"]] == ["two"]
         assert "no message" in refused(filled, "rm", "a", "--message", mid)
+
+    def test_rm_names_the_branches_that_still_show_the_deleted_sessions_messages(
+        self, filled: Path
+    ) -> None:
+        ok(filled, "branch", "a", "--id", "a.1")
+        ok(filled, "branch", "a.1", "--id", "a.1.1")
+        result = ok(filled, "rm", "a")
+        assert result.stdout == "Deleted session a\n"
+        assert result.stderr == (
+            "Note: 2 branch(es) still show its messages, inherited from it: a.1, a.1.1. "
+            "To delete them too: convstore rm a.1 && convstore rm a.1.1\n"
+        )
+        assert ok_json(filled, "rm", "a.1") == {
+            "session": "a.1",
+            "message": None,
+            "deleted": True,
+            "branches": ["a.1.1"],
+        }
+        assert ok(filled, "rm", "a.1.1").stderr == ""
 
 
 class TestBranchAndMerge:

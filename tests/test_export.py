@@ -125,6 +125,34 @@ class TestRoundTrip:
             import_files(other, [out])
             assert [m.text for m in other.session("main.alt").messages()][-1] == "Branch question"
 
+    def test_a_branch_whose_parent_was_deleted_exports_what_it_shows_and_imports_cleanly(
+        self, store: Store, tmp_path: Path
+    ) -> None:
+        parent = store.create_session("a", title="Parent")
+        parent.append("system", "be brief")
+        parent.append("user", "the parent's question")
+        branch = store.branch("a", branch_id="b")
+        branch.append("assistant", "the branch's answer")
+        store.branch("b", branch_id="c").append("user", "and on the branch of the branch")
+        store.delete_session("a")
+        shown = {sid: store.session(sid).messages() for sid in ("b", "c")}
+        out = tmp_path / "c.json"
+        report = export(store, select_sessions(store, ["c"]), "json", out)
+        assert report.sessions == ["b", "c"]
+        document = json.loads(out.read_text("utf-8"))
+        assert [s["parent"] is None for s in document["sessions"]] == [True, False]
+        with Store(tmp_path / "other") as other:
+            import_files(other, [out])
+            assert "a" not in other
+            for sid, messages in shown.items():
+                got = other.session(sid).messages()
+                assert [(m.id, m.role, m.text) for m in got] == [
+                    (m.id, m.role, m.text) for m in messages
+                ]
+            again = tmp_path / "again.json"
+            export(other, select_sessions(other, ["c"]), "json", again)
+        assert again.read_bytes() == out.read_bytes()
+
 
 class TestScopes:
     def test_named_sessions_only(self, small: Store) -> None:

@@ -10,11 +10,13 @@ import pytest
 
 from convstore import (
     CheckpointNotFound,
+    Message,
     MessageNotFound,
     SessionExists,
     SessionNotFound,
     Store,
 )
+from tests.fixtures.cli import ok
 
 
 class TestSessions:
@@ -182,6 +184,21 @@ class TestBranchAndMerge:
         assert [m.text for m in merged.messages()] == ["x1", "y1", "x2"]
         assert merged.messages()[1].metadata["merged_from"]["session"] == "y"
 
+    def test_branches_names_the_live_branches_that_still_show_a_deleted_sessions_messages(
+        self, store: Store
+    ) -> None:
+        store.create_session("p").append("user", "the parent's text")
+        store.branch("p", branch_id="p.1")
+        store.branch("p.1", branch_id="p.1.1")
+        store.branch("p", branch_id="p.2")
+        store.delete_session("p.2")
+        store.create_session("other").append("user", "no branch here")
+        store.delete_session("p")
+        assert store.branches("p") == ["p.1", "p.1.1"]
+        assert [m.text for m in store.session("p.1.1").messages()] == ["the parent's text"]
+        store.delete_session("other")
+        assert store.branches("other") == []
+
 
 class TestStateAndCheckpoints:
     def test_state_is_saved_loaded_and_kept_as_history(self, store: Store) -> None:
@@ -266,3 +283,154 @@ def scan_frames(s: Any) -> list[Any]:
     from convstore.frames import scan
 
     return [f for p in sorted(s.path.glob("hot.*")) for f in scan(p.read_bytes()).frames]
+
+
+def _call(*ids: str) -> dict[str, Any]:
+    parts: list[dict[str, Any]] = [{"type": "text", "text": "let me look"}]
+    parts += [{"type": "tool_call", "id": i, "name": "lookup", "arguments": {"q": i}} for i in ids]
+    return {"role": "assistant", "content": parts}
+
+
+def _result(call_id: str) -> dict[str, Any]:
+    return {
+        "role": "tool",
+        "content": [{"type": "tool_result", "tool_call_id": call_id, "content": f"{call_id} ok"}],
+    }
+
+
+def _say(role: str, text: str) -> dict[str, Any]:
+    return {"role": role, "content": text}
+
+
+def _label(m: Message) -> str:
+    if isinstance(m.content, str):
+        return f"{m.role}:{m.content}"
+    calls = [p["id"] for p in m.content if p.get("type") == "tool_call"]
+    results = [p["tool_call_id"] for p in m.content if p.get("type") == "tool_result"]
+    return f"{m.role}:" + ",".join(calls or results)
+
+
+# (history, n, what recent(n) shows)
+WINDOWS: dict[str, tuple[list[dict[str, Any]], int, list[str]]] = {
+    "a result cut from its call reaches back to the call": (
+        [
+            _say("system", "be brief"),
+            _say("user", "q"),
+            _call("c1"),
+            _result("c1"),
+            _say("assistant", "done"),
+        ],
+        2,
+        ["assistant:c1", "tool:c1", "assistant:done"],
+    ),
+    "several results of one call, cut in the middle": (
+        [
+            _say("user", "q"),
+            _call("c1", "c2", "c3"),
+            _result("c1"),
+            _result("c2"),
+            _result("c3"),
+            _say("assistant", "done"),
+        ],
+        3,
+        ["assistant:c1,c2,c3", "tool:c1", "tool:c2", "tool:c3", "assistant:done"],
+    ),
+    "the window ends on the results": (
+        [_say("user", "q"), _call("a", "b"), _result("a"), _result("b")],
+        1,
+        ["assistant:a,b", "tool:a", "tool:b"],
+    ),
+    "a window starting on the call is kept as it is": (
+        [_say("user", "q"), _call("c1"), _result("c1"), _say("assistant", "done")],
+        3,
+        ["assistant:c1", "tool:c1", "assistant:done"],
+    ),
+    "results whose call is not in the session are left out": (
+        [_say("user", "q"), _result("lost"), _result("lost2"), _say("assistant", "done")],
+        3,
+        ["assistant:done"],
+    ),
+    "a result after a user message answers nothing": (
+        [
+            _say("user", "q"),
+            _call("c1"),
+            _say("user", "again"),
+            _result("c1"),
+            _say("assistant", "done"),
+        ],
+        2,
+        ["assistant:done"],
+    ),
+    "results imported as plain text answer the assistant before them": (
+        [
+            _say("user", "q"),
+            _say("assistant", "running code"),
+            _say("tool", "42"),
+            _say("assistant", "it is 42"),
+        ],
+        2,
+        ["assistant:running code", "tool:42", "assistant:it is 42"],
+    ),
+    "no tool in sight: exactly the last n": (
+        [_say("system", "be brief"), _say("user", "a"), _say("assistant", "b"), _say("user", "c")],
+        2,
+        ["assistant:b", "user:c"],
+    ),
+    "n larger than the session: all of it": (
+        [_call("c1"), _result("c1")],
+        10,
+        ["assistant:c1", "tool:c1"],
+    ),
+}
+
+
+class TestRecentWindow:
+    @pytest.mark.parametrize("history,n,shown", WINDOWS.values(), ids=list(WINDOWS))
+    def test_recent_never_starts_on_a_tool_result_cut_from_its_call(
+        self, store: Store, history: list[dict[str, Any]], n: int, shown: list[str]
+    ) -> None:
+        s = store.create_session("s")
+        s.extend(history)
+        assert [_label(m) for m in s.recent(n)] == shown
+
+    def test_a_branch_cut_inside_a_tool_exchange_reaches_back_into_its_parent(
+        self, store: Store
+    ) -> None:
+        parent = store.create_session("p")
+        parent.extend([_say("user", "q"), _call("c1", "c2"), _result("c1")])
+        branch = store.branch("p", branch_id="b")
+        branch.extend([_result("c2"), _say("assistant", "done")])
+        assert [_label(m) for m in branch.recent(2)] == [
+            "assistant:c1,c2",
+            "tool:c1",
+            "tool:c2",
+            "assistant:done",
+        ]
+
+    def test_no_window_of_the_demo_store_starts_on_an_orphaned_tool_result(
+        self, tmp_path: Path
+    ) -> None:
+        ok(None, "demo", str(tmp_path / "demo"))
+        windows = cut = 0
+        with Store(tmp_path / "demo") as demo:
+            for sid in demo.session_ids():
+                session = demo.session(sid)
+                for n in range(1, len(session.messages()) + 1):
+                    window = session.recent(n)
+                    windows += 1
+                    cut += len(window) != n
+                    first = window[0]
+                    assert first.role != "tool", (sid, n, first.id)
+                    calls = {
+                        p["id"]
+                        for m in window
+                        if not isinstance(m.content, str)
+                        for p in m.content
+                        if p.get("type") == "tool_call"
+                    }
+                    for m in window:
+                        if not isinstance(m.content, str):
+                            for p in m.content:
+                                if p.get("type") == "tool_result":
+                                    assert p["tool_call_id"] in calls, (sid, n, m.id)
+        assert windows > 500 and cut > 0

@@ -20,6 +20,7 @@ from ._common import (
     UntilOpt,
     UserOpt,
     complete_session,
+    err,
     human_time,
     open_store,
     out,
@@ -144,18 +145,29 @@ def rm(
     json: JsonOpt = False,
 ) -> None:
     """Delete a session (or one of its messages). Compaction removes the bytes."""
+    branches: list[str] = []
     with open_store(ctx, store) as s:
         session = s.session(session_id)
         if message is None:
             s.delete_session(session.id)
+            branches = s.branches(session.id)
         else:
             session.delete_message(message)
     if json:
-        print_json({"session": session_id, "message": message, "deleted": True})
+        print_json(
+            {"session": session_id, "message": message, "deleted": True, "branches": branches}
+        )
     elif message is None:
         out().print(f"Deleted session {session_id}")
     else:
         out().print(f"Deleted message {message} from session {session_id}")
+    if branches and not json:
+        err().print(
+            f"Note: {len(branches)} branch(es) still show its messages, inherited from it: "
+            f"{', '.join(branches)}. To delete them too: convstore rm "
+            + " && convstore rm ".join(branches),
+            soft_wrap=True,
+        )
 
 
 def branch(

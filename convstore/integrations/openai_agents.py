@@ -88,7 +88,8 @@ class ConvstoreSession(SessionBacked):
         if session is None or limit == 0:
             return []
         # SQLiteSession passes the limit to SQL's LIMIT, where a negative one means no limit.
-        messages = session.recent(limit) if limit is not None and limit > 0 else session.messages()
+        # The protocol's latest ``limit`` items, exactly (recent() may widen its window).
+        messages = session._last(limit) if limit is not None and limit > 0 else session.messages()
         return [message_to_item(m) for m in messages]
 
     async def add_items(self, items: list[TResponseInputItem]) -> None:
@@ -119,7 +120,7 @@ class ConvstoreSession(SessionBacked):
         # Reading the newest item and deleting it must be one step: under the session lock,
         # another thread or process cannot pop (or append) in between.
         with self.store._locks.get(session.id):
-            newest = session.recent(1)
+            newest = session._last(1)
             if not newest:
                 return None
             session.delete_message(newest[0].id)

@@ -341,7 +341,9 @@ def writer_id(root: Path) -> str:
         if current is not None:
             return current
         os.replace(tmp, path)  # a stale or copied identity: replace it
-        return candidate
+        # Two processes of a copied clone may both replace it at once: the last replace
+        # wins, and both must use what it wrote, or one id's segments would be stranded.
+        return _read_writer_id(path, place) or candidate
     finally:
         tmp.unlink(missing_ok=True)
 

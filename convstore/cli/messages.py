@@ -137,10 +137,15 @@ def show(
     fmt = ShowFormat.json if json else format
     with open_store(ctx, store) as s:
         session = s.session(session_id)
-        messages = session.recent(limit) if limit is not None else session.messages()
         if follow:
-            _follow(session, messages, fmt)
+            # One read gives both what is shown and what counts as seen: the messages that
+            # --limit leaves out are old, not new, and a message that arrives after this read
+            # is in neither, so it is printed when it comes.
+            every = session.messages()
+            shown = every if limit is None else every[max(0, len(every) - limit) :]
+            _follow(session, shown, every, fmt)
             return
+        messages = session.recent(limit) if limit is not None else session.messages()
         if fmt is ShowFormat.json:
             print_json({"session": session.info(), "messages": [message_dict(m) for m in messages]})
         elif fmt is ShowFormat.markdown:
@@ -152,8 +157,10 @@ def show(
                 console.print(render_message(m, console), soft_wrap=not console.is_terminal)
 
 
-def _follow(session: Session, shown: Sequence[Message], fmt: ShowFormat) -> None:
-    """Print ``shown``, then every message that arrives, until Ctrl-C (which exits 0).
+def _follow(
+    session: Session, shown: Sequence[Message], known: Sequence[Message], fmt: ShowFormat
+) -> None:
+    """Print ``shown``, then every message not in ``known`` as it arrives, until Ctrl-C.
 
     With ``convstore.watch`` available the wait is event driven (the watcher wakes us when the
     session's files change; a look every FOLLOW_SAFETY_SECONDS covers a missed event). Without
@@ -170,7 +177,7 @@ def _follow(session: Session, shown: Sequence[Message], fmt: ShowFormat) -> None
         emit = lambda m: console.print(  # noqa: E731
             render_message(m, console), soft_wrap=not console.is_terminal
         )
-    seen = {m.id for m in shown}
+    seen = {m.id for m in known}
     for m in shown:
         emit(m)
     console.file.flush()

@@ -81,6 +81,11 @@ SessionArg = Annotated[
 
 def store_path(ctx: typer.Context, store: Path | None) -> Path:
     """The command's --store, else the one given before the command, else the default."""
+    return named_store_path(ctx, store) or layout.default_path()
+
+
+def named_store_path(ctx: typer.Context, store: Path | None) -> Path | None:
+    """The store the user named: --store (after or before the command), else $CONVSTORE_DIR."""
     if store is not None:
         return store.expanduser()
     root = ctx.find_root()
@@ -89,7 +94,8 @@ def store_path(ctx: typer.Context, store: Path | None) -> Path:
         given = root.params.get("store")  # during shell completion no callback has run
     if given is not None:
         return Path(given).expanduser()
-    return layout.default_path()
+    env = os.environ.get("CONVSTORE_DIR")
+    return Path(env).expanduser() if env else None
 
 
 @contextmanager

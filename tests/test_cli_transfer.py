@@ -64,9 +64,17 @@ class TestImport:
 
     def test_a_bad_user_is_refused_before_anything_is_written(self, tmp_path: Path) -> None:
         line = refused(
-            tmp_path / "s", "import", "--user", "x" * 300, str(IMPORT / "openai_lines.jsonl")
+            tmp_path / "s",
+            "import",
+            "--user",
+            "x" * 300,
+            str(IMPORT / "openai_lines.jsonl"),
+            code=2,
         )
-        assert line.startswith("error: user_id must be a string of 1 to 256 characters")
+        assert line.startswith(
+            "usage error: Invalid value for '--user': user_id is 300 characters long; "
+            "make it at most 256"
+        )
         assert not (tmp_path / "s").exists()
 
     def test_import_format_option(self, store_path: Path) -> None:

@@ -15,6 +15,8 @@ from ._common import (
     OrgOpt,
     StoreOpt,
     UserOpt,
+    check_session_id,
+    check_when,
     err,
     human_time,
     message_dict,
@@ -32,7 +34,11 @@ def compact(
     ctx: typer.Context,
     session_id: Annotated[
         str | None,
-        typer.Argument(metavar="[SESSION]", help="Only this session (default: every session)."),
+        typer.Argument(
+            metavar="[SESSION]",
+            help="Only this session (default: every session).",
+            callback=check_session_id,
+        ),
     ] = None,
     store: StoreOpt = None,
     json: JsonOpt = False,
@@ -55,6 +61,7 @@ def prune(
         typer.Option(
             "--older-than",
             metavar="WHEN",
+            callback=check_when,
             help="Delete messages created before this: a span back from now (90d, 12w) or a date.",
         ),
     ],
@@ -114,7 +121,13 @@ def watch(
     ctx: typer.Context,
     sessions: Annotated[
         list[str] | None,
-        typer.Option("--session", "-s", metavar="SESSION", help="Only this session; repeatable."),
+        typer.Option(
+            "--session",
+            "-s",
+            metavar="SESSION",
+            callback=check_session_id,
+            help="Only this session; repeatable.",
+        ),
     ] = None,
     store: StoreOpt = None,
     json: JsonOpt = False,

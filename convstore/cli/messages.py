@@ -23,6 +23,11 @@ from ._common import (
     MetaOpt,
     SessionArg,
     StoreOpt,
+    check_org,
+    check_role_given,
+    check_session_id,
+    check_title,
+    check_user,
     complete_session,
     human_time,
     message_dict,
@@ -69,20 +74,33 @@ def add(
             metavar="SESSION",
             help="Append to this session (default: a new one).",
             autocompletion=complete_session,
+            callback=check_session_id,
         ),
     ] = None,
     role: Annotated[
-        str, typer.Option("--role", "-r", help=f"The role: {', '.join(ROLES)}.")
+        str,
+        typer.Option(
+            "--role", "-r", callback=check_role_given, help=f"The role: {', '.join(ROLES)}."
+        ),
     ] = "user",
     meta: MetaOpt = None,
     title: Annotated[
-        str | None, typer.Option("--title", help="Title of the new session (without --session).")
+        str | None,
+        typer.Option(
+            "--title", callback=check_title, help="Title of the new session (without --session)."
+        ),
     ] = None,
     user: Annotated[
-        str | None, typer.Option("--user", metavar="USER", help="User of the new session.")
+        str | None,
+        typer.Option(
+            "--user", metavar="USER", callback=check_user, help="User of the new session."
+        ),
     ] = None,
     org: Annotated[
-        str | None, typer.Option("--org", metavar="ORG", help="Organisation of the new session.")
+        str | None,
+        typer.Option(
+            "--org", metavar="ORG", callback=check_org, help="Organisation of the new session."
+        ),
     ] = None,
     store: StoreOpt = None,
     json: JsonOpt = False,

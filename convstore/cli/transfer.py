@@ -18,6 +18,9 @@ from ._common import (
     StoreOpt,
     UntilOpt,
     UserOpt,
+    check_org,
+    check_session_id,
+    check_user,
     complete_session,
     open_store,
     out,
@@ -54,6 +57,7 @@ def export(
             metavar="[SESSION]...",
             help="Sessions to export (default: all that match).",
             autocompletion=complete_session,
+            callback=check_session_id,
         ),
     ] = None,
     format: Annotated[
@@ -113,11 +117,21 @@ def import_(
     ] = ImportFormat.auto,
     user: Annotated[
         str | None,
-        typer.Option("--user", metavar="USER", help="User of sessions that do not name one."),
+        typer.Option(
+            "--user",
+            metavar="USER",
+            callback=check_user,
+            help="User of sessions that do not name one.",
+        ),
     ] = None,
     org: Annotated[
         str | None,
-        typer.Option("--org", metavar="ORG", help="Organisation of sessions that do not name one."),
+        typer.Option(
+            "--org",
+            metavar="ORG",
+            callback=check_org,
+            help="Organisation of sessions that do not name one.",
+        ),
     ] = None,
     max_size: Annotated[
         str,

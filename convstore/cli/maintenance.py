@@ -8,6 +8,8 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
+from ..errors import SyncError
+from ..gitsync import SyncReport
 from ..gitsync import sync as git_sync
 from ..watch import WatchEvent
 from ._common import (
@@ -110,7 +112,13 @@ def sync(
 ) -> None:
     """Commit the store folder, merge what the remote has (no rebase), and push (git)."""
     with open_store(ctx, store) as s:
-        report = git_sync(s, message=message, pull=pull, push=push)
+        try:
+            report = git_sync(s, message=message, pull=pull, push=push)
+        except SyncError as e:
+            if json and isinstance(e.report, SyncReport):
+                # --json always prints the report: what was committed before the failure.
+                print_json({**e.report.to_dict(), "error": str(e)})
+            raise
     if json:
         print_json(report.to_dict())
     else:

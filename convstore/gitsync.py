@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from . import frames, layout
 from .compaction import LOCK_TIMEOUT, compaction_lock
 from .errors import SyncError
+from .wording import plural
 
 if TYPE_CHECKING:
     from .store import Store
@@ -73,7 +74,7 @@ class SyncReport:
 
     def __str__(self) -> str:
         parts = [
-            f"committed {self.files} file{'' if self.files == 1 else 's'} ({self.committed[:10]})"
+            f"committed {plural(self.files, 'file')} ({self.committed[:10]})"
             if self.committed
             else "nothing to commit"
         ]
@@ -207,7 +208,7 @@ def _commit(repo: Path, rel: str, message: str | None, report: SyncReport) -> No
     ]
     if not changed:
         return
-    text = message or f"convstore sync from {socket.gethostname()}: {len(changed)} files"
+    text = message or f"convstore sync from {socket.gethostname()}: {plural(len(changed), 'file')}"
     _git(repo, "commit", "--quiet", "--no-verify", "-m", text)
     report.committed = _git(repo, "rev-parse", "HEAD").stdout.strip()
     report.files = len(changed)

@@ -55,7 +55,7 @@ class TestState:
 
 class TestCheck:
     def test_a_clean_store_is_ok(self, chat: Path) -> None:
-        assert ok(chat, "check").stdout == "1 sessions, 1 files, 2 records: ok\n"
+        assert ok(chat, "check").stdout == "1 session, 1 file, 2 records: ok\n"
         report = ok_json(chat, "check")
         assert list(report) == ["ok", "sessions", "files", "records", "issues"]
         assert report["ok"] is True and report["issues"] == []

@@ -93,7 +93,7 @@ class TestExitCodes:
         )
         assert result.returncode == 0
         assert result.stderr == ""
-        assert "Added 5 session(s)" in result.stdout
+        assert "Added 5 sessions" in result.stdout
 
     def test_stdin_feeds_add(self, tmp_path: Path) -> None:
         store = str(tmp_path / "s")
@@ -216,8 +216,8 @@ def test_long_work_shows_a_progress_bar_on_a_terminal(tmp_path: Path) -> None:
     code, out, shown = _run_on_a_terminal_stderr(
         "--store", store, "import", str(IMPORT / "chatgpt_branches.json")
     )
-    assert code == 0 and "Added 5 session(s)" in out
-    assert "Reading 1 file(s)" in shown and "Importing" in shown
+    assert code == 0 and "Added 5 sessions" in out
+    assert "Reading 1 file" in shown and "Importing" in shown
     code, _, shown = _run_on_a_terminal_stderr(
         "--store", store, "export", "-f", "jsonl", "-o", str(tmp_path / "x.jsonl")
     )

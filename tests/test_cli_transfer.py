@@ -30,8 +30,8 @@ class TestImport:
         result = ok(store_path, "import", str(IMPORT / "claude_blocks.json"))
         assert result.stdout.splitlines() == [
             f"{IMPORT / 'claude_blocks.json'}: claude",
-            "Added 3 session(s) and 10 message(s); "
-            "0 session(s) and 0 message(s) were already there",
+            "Added 3 sessions and 10 messages; "
+            "0 sessions and 0 messages were already there",
         ]
         assert result.stderr == ""  # no progress bar when stderr is not a terminal
 
@@ -133,7 +133,7 @@ class TestExport:
         out = tmp_path / "all.jsonl"
         result = ok(filled, "export", "--format", "jsonl", "--output", str(out))
         assert result.stdout == (
-            f"Exported 5 session(s), 13 message(s) to {out} (jsonl, {out.stat().st_size:,} bytes)\n"
+            f"Exported 5 sessions, 13 messages to {out} (jsonl, {out.stat().st_size:,} bytes)\n"
         )
         assert len(out.read_text("utf-8").splitlines()) == 13
 

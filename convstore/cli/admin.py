@@ -16,6 +16,7 @@ from ..errors import ConvstoreError
 from ..ids import format_us, to_us
 from ..importers import import_files
 from ..store import Store
+from ..wording import plural
 from ._common import (
     JsonOpt,
     SessionArg,
@@ -119,7 +120,7 @@ def reindex(
     if json:
         print_json({"reindexed": True, "sessions": sessions})
     else:
-        out().print(f"Rebuilt the catalog and search index ({sessions} session folders)")
+        out().print(f"Rebuilt the catalog and search index ({plural(sessions, 'session folder')})")
 
 
 def demo(

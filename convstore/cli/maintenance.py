@@ -12,6 +12,7 @@ from ..errors import SyncError
 from ..gitsync import SyncReport
 from ..gitsync import sync as git_sync
 from ..watch import WatchEvent
+from ..wording import plural
 from ._common import (
     JsonOpt,
     OrgOpt,
@@ -95,7 +96,7 @@ def prune(
         out().print(str(report))
     else:
         done = sum(len(c.compacted) for c in compacted)
-        out().print(f"{report.summary()}; compacted {done} sessions")
+        out().print(f"{report.summary()}; compacted {plural(done, 'session')}")
 
 
 def sync(

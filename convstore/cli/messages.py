@@ -18,6 +18,7 @@ from ..errors import ConvstoreError
 from ..exporters import content_markdown, session_markdown
 from ..records import ROLES, Message, check_metadata, check_role, encode_record
 from ..session import Session
+from ..wording import plural
 from ._common import (
     JsonOpt,
     MetaOpt,
@@ -248,7 +249,9 @@ def session_header(session: Session, shown: int, console: Console) -> Renderable
         if info[key]:
             facts.append(f"{key.removesuffix('_id')} {info[key]}")
     total = int(info["messages"])
-    facts.append(f"{total} messages" if shown == total else f"last {shown} of {total} messages")
+    facts.append(
+        plural(total, "message") if shown == total else f"last {shown} of {total} messages"
+    )
     span = f"{human_time(str(info['created_at']))} → {human_time(str(info['updated_at']))} UTC"
     facts.append(span)
     lines = [" · ".join(facts)]

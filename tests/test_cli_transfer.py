@@ -30,8 +30,7 @@ class TestImport:
         result = ok(store_path, "import", str(IMPORT / "claude_blocks.json"))
         assert result.stdout.splitlines() == [
             f"{IMPORT / 'claude_blocks.json'}: claude",
-            "Added 3 sessions and 10 messages; "
-            "0 sessions and 0 messages were already there",
+            "Added 3 sessions and 10 messages; 0 sessions and 0 messages were already there",
         ]
         assert result.stderr == ""  # no progress bar when stderr is not a terminal
 

@@ -19,6 +19,7 @@ from .ids import fold_case, portability_problem, validate_session_id
 from .locks import store_lock
 from .records import record_problem
 from .sealed import read_sealed
+from .wording import plural
 
 if TYPE_CHECKING:
     from .store import Store
@@ -61,11 +62,17 @@ class CheckReport:
         return all(i.repaired for i in self.issues)
 
     def __str__(self) -> str:
-        head = f"{self.sessions} sessions, {self.files} files, {self.records} records"
+        head = ", ".join(
+            [
+                plural(self.sessions, "session"),
+                plural(self.files, "file"),
+                plural(self.records, "record"),
+            ]
+        )
         if not self.issues:
             return f"{head}: ok"
         return "\n".join(
-            [f"{head}: {len(self.issues)} problem(s)"] + [f"  {i}" for i in self.issues]
+            [f"{head}: {plural(len(self.issues), 'problem')}"] + [f"  {i}" for i in self.issues]
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -54,6 +54,7 @@ from .records import record_problem
 from .sealed import read_sealed, write_sealed
 from .sealnotes import InputFile, SealNote, write_notes
 from .view import KEPT_THROUGH_DROP, drop_cover
+from .wording import plural
 
 if TYPE_CHECKING:
     from .segments import Appender
@@ -179,8 +180,8 @@ class CompactReport:
     def __str__(self) -> str:
         done = self.compacted
         line = (
-            f"compacted {len(done)} of {len(self.sessions)} sessions: "
-            f"{sum(s.files_in for s in done)} files, "
+            f"compacted {len(done)} of {plural(len(self.sessions), 'session')}: "
+            f"{plural(sum(s.files_in for s in done), 'file')}, "
             f"{self.bytes_in:,} -> {self.bytes_out:,} bytes; "
             f"purged {self.messages_purged} deleted messages, "
             f"folded {self.edits_folded} edits ({self.seconds:.2f} s)"

@@ -98,3 +98,5 @@ class ImportTooLarge(ImportFormatError):
 
 class SyncError(ConvstoreError):
     """A git sync was refused or failed: not a repository, unresolved conflicts, git errors."""
+
+    report: object = None  # the SyncReport of what was done before, when there is one

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from . import frames, layout
 from .compaction import LOCK_TIMEOUT, compaction_lock
 from .errors import SyncError
+from .wording import plural
 
 if TYPE_CHECKING:
     from .store import Store
@@ -49,7 +50,9 @@ class SyncReport:
     committed: str | None = None  # the commit made from local changes, if any
     files: int = 0  # paths in that commit
     remote: str | None = None  # "origin/main", or None when there is nothing to sync with
+    reachable: bool | None = None  # whether the remote answered; None when none was asked
     pulled: bool = False
+    updated: bool = False  # the pull brought commits (a fast-forward or a merge)
     merge: str | None = None  # the merge commit, when the pull made one
     pushed: bool = False
     notes: list[str] = field(default_factory=list)
@@ -61,7 +64,9 @@ class SyncReport:
             "committed": self.committed,
             "files": self.files,
             "remote": self.remote,
+            "reachable": self.reachable,
             "pulled": self.pulled,
+            "updated": self.updated,
             "merge": self.merge,
             "pushed": self.pushed,
             "notes": list(self.notes),
@@ -69,19 +74,26 @@ class SyncReport:
 
     def __str__(self) -> str:
         parts = [
-            f"committed {self.files} files ({self.committed[:10]})"
+            f"committed {plural(self.files, 'file')} ({self.committed[:10]})"
             if self.committed
             else "nothing to commit"
         ]
         if self.remote is None:
             parts.append("no remote to pull from or push to")
+        elif self.reachable is False:
+            # The note says why: offline is the usual case, and not an error.
+            pass
         else:
-            if self.pulled:
-                parts.append(
-                    f"merged {self.remote}" + (f" ({self.merge[:10]})" if self.merge else "")
-                )
+            if self.merge:
+                parts.append(f"merged {self.remote} ({self.merge[:10]})")
+            elif self.updated:
+                parts.append(f"fast-forwarded to {self.remote}")
+            elif self.pulled:
+                parts.append(f"{self.remote} had nothing new")
             if self.pushed:
                 parts.append(f"pushed to {self.remote}")
+        if self.reachable is False and self.notes:
+            return "; ".join([*parts, self.notes[0]]) + "".join(f"\n  {n}" for n in self.notes[1:])
         return "; ".join(parts) + "".join(f"\n  {n}" for n in self.notes)
 
 
@@ -130,13 +142,15 @@ def sync(
     rel = os.path.relpath(root, repo)
     report = SyncReport(str(repo), rel)
     _refuse_unfinished_work(repo, rel)
-    with compaction_lock(store, lock_timeout):
-        _commit(repo, rel, message, report)
-        target = _upstream(repo, report)
-        if target is not None and pull:
-            _pull(repo, target, report)
-        if target is not None and push:
-            _push(repo, target, pull, report)
+    try:
+        with compaction_lock(store, lock_timeout):
+            _commit(repo, rel, message, report)
+            target = _upstream(repo, report)
+            if target is not None and (pull or push):
+                _exchange(repo, target, pull, push, report)
+    except SyncError as e:
+        e.report = report  # what was done before the failure (the CLI prints it with --json)
+        raise
     # git makes the files and folders a merge brings 0644 and 0755 under the usual umask.
     layout.tighten_tree(store.path)
     if store._query is not None:
@@ -194,7 +208,7 @@ def _commit(repo: Path, rel: str, message: str | None, report: SyncReport) -> No
     ]
     if not changed:
         return
-    text = message or f"convstore sync from {socket.gethostname()}: {len(changed)} files"
+    text = message or f"convstore sync from {socket.gethostname()}: {plural(len(changed), 'file')}"
     _git(repo, "commit", "--quiet", "--no-verify", "-m", text)
     report.committed = _git(repo, "rev-parse", "HEAD").stdout.strip()
     report.files = len(changed)
@@ -242,14 +256,52 @@ def _upstream(repo: Path, report: SyncReport) -> tuple[str, str] | None:
     return remote, branch
 
 
-def _pull(repo: Path, target: tuple[str, str], report: SyncReport) -> None:
+class _Unreachable(SyncError):
+    """The remote did not answer (offline, a missing folder, refused credentials)."""
+
+
+def _exchange(
+    repo: Path, target: tuple[str, str], pull: bool, push: bool, report: SyncReport
+) -> None:
+    """Pull and push, or only note that the remote cannot be reached.
+
+    Offline is the usual state of a local-first store, not a failure: what was committed stays
+    committed, and the next sync that reaches the remote merges and pushes it.
+    """
+    try:
+        has_branch = _remote_has(repo, target)
+    except _Unreachable as e:
+        report.reachable = False
+        report.notes.append(
+            f"{e}; the next `convstore sync` that reaches it pushes this clone's commits"
+        )
+        return
+    report.reachable = True
+    if pull:
+        _pull(repo, target, report, has_branch)
+    if push:
+        _push(repo, target, pull, report)
+
+
+def _remote_has(repo: Path, target: tuple[str, str]) -> bool:
+    """Whether the remote has the branch; raises _Unreachable when the remote does not answer."""
     remote, branch = target
-    exists = _git(repo, "ls-remote", "--exit-code", "--heads", remote, branch, check=False)
-    if exists.returncode == 2:
+    done = _git(repo, "ls-remote", "--exit-code", "--heads", remote, branch, check=False)
+    if done.returncode == 2:
+        return False
+    if done.returncode != 0:
+        why = (done.stderr.strip().splitlines() or ["git ls-remote failed"])[0]
+        raise _Unreachable(f"{remote} is unreachable ({why.removeprefix('fatal: ')})")
+    return True
+
+
+def _pull(
+    repo: Path, target: tuple[str, str], report: SyncReport, has_branch: bool | None = None
+) -> None:
+    remote, branch = target
+    if not (_remote_has(repo, target) if has_branch is None else has_branch):
         report.notes.append(f"{remote} has no branch {branch} yet: nothing to merge")
         return
-    if exists.returncode != 0:
-        raise SyncError(f"cannot reach {remote}: {exists.stderr.strip() or 'git ls-remote failed'}")
     before = _git(repo, "rev-parse", "HEAD", check=False).stdout.strip()
     done = _git(
         repo,
@@ -283,8 +335,10 @@ def _pull(repo: Path, target: tuple[str, str], report: SyncReport) -> None:
     report.pulled = True
     head = _git(repo, "rev-parse", "HEAD").stdout.strip()
     parents = _git(repo, "rev-list", "--parents", "-n", "1", "HEAD").stdout.split()
-    if head != before and len(parents) > 2:
-        report.merge = head
+    if head != before:
+        report.updated = True
+        if len(parents) > 2:
+            report.merge = head
 
 
 def _push(repo: Path, target: tuple[str, str], pull: bool, report: SyncReport) -> None:
@@ -294,8 +348,11 @@ def _push(repo: Path, target: tuple[str, str], pull: bool, report: SyncReport) -
         if done.returncode == 0:
             report.pushed = True
             return
-        rejected = "rejected" in done.stderr or "fetch first" in done.stderr
+        # "[rejected] ... (fetch first)": another clone pushed first. "[remote rejected]" (a
+        # hook, a protected branch) is a refusal that no retry changes.
+        rejected = "[rejected]" in done.stderr or "fetch first" in done.stderr
         if not (rejected and pull):
-            raise SyncError(f"`git push {remote} {branch}` failed: {done.stderr.strip()}")
+            why = " / ".join(line.strip() for line in done.stderr.splitlines() if line.strip())
+            raise SyncError(f"`git push {remote} {branch}` failed: {why}")
         _pull(repo, target, report)  # another clone pushed meanwhile: merge it, then retry
     raise SyncError(f"{remote}/{branch} kept moving while pushing; run `convstore sync` again")

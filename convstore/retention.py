@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from .dates import When, parse_when
 from .errors import InvalidDate, InvalidInput
 from .ids import format_us, from_us, now_us, to_us, validate_session_id
+from .wording import plural
 
 if TYPE_CHECKING:
     from .store import Store
@@ -66,8 +67,9 @@ class PruneReport:
         """One line: what was (or would be) deleted."""
         verb = "would delete" if self.dry_run else "deleted"
         return (
-            f"{verb} {self.messages} messages older than {format_us(to_us(self.cutoff))} "
-            f"in {len(self.sessions)} sessions ({len(self.dropped)} sessions whole)"
+            f"{verb} {plural(self.messages, 'message')} older than "
+            f"{format_us(to_us(self.cutoff))} in {plural(len(self.sessions), 'session')} "
+            f"({plural(len(self.dropped), 'session')} whole)"
         )
 
 

@@ -557,7 +557,10 @@ class Session:
 def _check_label(value: Any, what: str, limit: int, *, required: bool = False) -> Any:
     if value is None and not required:
         return None
-    if not isinstance(value, str) or (required and not value) or len(value) > limit:
+    if isinstance(value, str) and len(value) > limit:
+        # Not the value itself: it can be megabytes long, and the message is one line.
+        raise InvalidInput(f"{what} is {len(value)} characters long; make it at most {limit}")
+    if not isinstance(value, str) or (required and not value):
         raise InvalidInput(
             f"{what} must be a string of at most {limit} characters, not {value!r:.60}"
         )

@@ -506,12 +506,12 @@ class Store:
         """A new session interleaving the given sessions' messages by time, with provenance.
 
         Each copied message keeps its role, content and time; its metadata gains
-        ``merged_from: {"session": ..., "message": ...}``.
+        ``merged_from: {"session": ..., "message": ...}``. A message that several sources
+        hold (a branch holds its parent's history up to the branch point) is copied once.
         """
         sids = [validate_session_id(s) for s in session_ids]
-        if len(sids) < 2:
-            raise InvalidInput("merge needs at least two sessions")
         new_sid = new_id() if session_id is None else validate_session_id(session_id)
+        check_merge_sources(sids)
         # Every source stays locked until the copy is written: a source deleted meanwhile
         # (and perhaps compacted) cannot leave the merge with part of its messages.
         with self._locked([*sids, new_sid]):
@@ -520,6 +520,14 @@ class Store:
     def _merge(self, sids: list[str], session_id: str, title: str | None) -> Session:
         sources = [self.session(s) for s in sids]
         ordered = merge_ordered([s.messages() for s in sources])
+        # A branch does not copy its parent's messages, it refers to them: both sources give
+        # the same message (same session of origin, same id), which must be merged once.
+        seen: set[tuple[str, str]] = set()
+        unique = []
+        for m in ordered:
+            if (m.session_id, m.id) not in seen:
+                seen.add((m.session_id, m.id))
+                unique.append(m)
         first = sources[0]
         new = self.create_session(
             session_id,
@@ -539,7 +547,7 @@ class Store:
                 },
                 "created_at": m.created_at,
             }
-            for m in ordered
+            for m in unique
         )
         return new
 
@@ -936,6 +944,15 @@ class Store:
         from .watch import watch
 
         return watch(self, callback, **options)
+
+
+def check_merge_sources(session_ids: Sequence[str]) -> None:
+    """Refuse a merge of fewer than two sessions, or one that names a session twice."""
+    if len(session_ids) < 2:
+        raise InvalidInput("merge needs at least two sessions")
+    for i, sid in enumerate(session_ids):
+        if sid in session_ids[:i]:
+            raise InvalidInput(f"session {sid!r} is given twice; name each session once")
 
 
 def _read_only(root: Path) -> bool:

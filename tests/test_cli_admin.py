@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
-from convstore import Store
+from convstore import Store, layout
+from convstore.cli import app
 from convstore.demo import SAMPLE_FILES, find_sample_data
 from tests.fixtures.cli import SAMPLE, cli, ok, ok_json, refused
 
@@ -52,7 +55,7 @@ class TestState:
 
 class TestCheck:
     def test_a_clean_store_is_ok(self, chat: Path) -> None:
-        assert ok(chat, "check").stdout == "1 sessions, 1 files, 2 records: ok\n"
+        assert ok(chat, "check").stdout == "1 session, 1 file, 2 records: ok\n"
         report = ok_json(chat, "check")
         assert list(report) == ["ok", "sessions", "files", "records", "issues"]
         assert report["ok"] is True and report["issues"] == []
@@ -103,6 +106,20 @@ class TestDemo:
         assert any(c.endswith("ls --limit 5") for c in got["commands"])
         again = ok_json(None, "demo", str(target))
         assert again["import"]["sessions_added"] == 0  # a second run adds nothing
+
+    def test_demo_builds_the_store_given_by_store_before_the_command(self, tmp_path: Path) -> None:
+        target = tmp_path / "given"
+        got = ok_json(target, "demo")
+        assert got["store"] == str(target)
+        assert got["commands"][0].startswith(f"convstore --store {target} import ")
+        assert (target / layout.MARKER).exists()
+
+    def test_demo_builds_the_store_named_by_convstore_dir(self, tmp_path: Path) -> None:
+        target = tmp_path / "from-env"
+        result = CliRunner().invoke(app, ["demo", "--json"], env={"CONVSTORE_DIR": str(target)})
+        assert result.exit_code == 0, result.stderr
+        assert json.loads(result.stdout)["store"] == str(target)
+        assert (target / layout.MARKER).exists()
 
     def test_demo_runs_each_command_after_printing_it(self, tmp_path: Path) -> None:
         pytest.importorskip("convstore.query", reason="the query layer is not built yet")

@@ -94,15 +94,15 @@ class TestAdd:
         assert "describe a new session" in line
 
     def test_a_refused_message_leaves_no_new_session_behind(self, store_path: Path) -> None:
-        assert "role 'robot'" in refused(store_path, "add", "--role", "robot", "hi")
+        assert "role 'robot'" in refused(store_path, "add", "--role", "robot", "hi", code=2)
         assert not store_path.exists()
         ok(store_path, "init")
-        refused(store_path, "add", "--role", "robot", "hi")
+        refused(store_path, "add", "--role", "robot", "hi", code=2)
         assert ok_json(store_path, "ls") == []
 
     def test_add_refuses_a_bad_role_and_a_missing_session(self, chat: Path) -> None:
         assert "role 'robot' is not one of" in refused(
-            chat, "add", "-s", "chat", "-r", "robot", "x"
+            chat, "add", "-s", "chat", "-r", "robot", "x", code=2
         )
         assert "no session 'nope'" in refused(chat, "add", "-s", "nope", "x")
 

@@ -93,7 +93,7 @@ class TestExitCodes:
         )
         assert result.returncode == 0
         assert result.stderr == ""
-        assert "Added 5 session(s)" in result.stdout
+        assert "Added 5 sessions" in result.stdout
 
     def test_stdin_feeds_add(self, tmp_path: Path) -> None:
         store = str(tmp_path / "s")
@@ -216,9 +216,36 @@ def test_long_work_shows_a_progress_bar_on_a_terminal(tmp_path: Path) -> None:
     code, out, shown = _run_on_a_terminal_stderr(
         "--store", store, "import", str(IMPORT / "chatgpt_branches.json")
     )
-    assert code == 0 and "Added 5 session(s)" in out
-    assert "Reading 1 file(s)" in shown and "Importing" in shown
+    assert code == 0 and "Added 5 sessions" in out
+    assert "Reading 1 file" in shown and "Importing" in shown
     code, _, shown = _run_on_a_terminal_stderr(
         "--store", store, "export", "-f", "jsonl", "-o", str(tmp_path / "x.jsonl")
     )
     assert code == 0 and "Exporting" in shown
+
+
+def test_follow_with_a_limit_prints_the_last_messages_then_only_new_ones(tmp_path: Path) -> None:
+    store = str(tmp_path / "s")
+    with Store(store) as built:
+        built.create_session("chat").extend(
+            [{"role": "user", "content": f"old words {i}"} for i in range(3)]
+        )
+    script = console_script()
+    assert script is not None
+    proc = subprocess.Popen(
+        [script, "--store", store, "show", "chat", "--follow", "-n", "1", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=_lines, args=(proc.stdout, lines), daemon=True).start()
+    seen: list[str] = []
+    try:
+        _wait_for(lines, "old words 2", seen)
+        assert run_script("--store", store, "add", "-s", "chat", "late words").returncode == 0
+        _wait_for(lines, "late words", seen)
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
+    assert [json.loads(line)["text"] for line in seen] == ["old words 2", "late words"]

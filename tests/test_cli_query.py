@@ -55,7 +55,9 @@ class TestSearch:
         assert ok_json(sample, "search", "qwxzzyqv") == []
 
     def test_bad_input_is_refused_in_one_line(self, sample: Path) -> None:
-        assert refused(sample, "search", "python", "--since", "someday").startswith("error: ")
+        assert refused(sample, "search", "python", "--since", "someday", code=2).startswith(
+            "usage error: Invalid value for '--since': cannot read 'someday' as a date"
+        )
         assert refused(sample, "search", "python", "--limit", "0", code=2).startswith(
             "usage error:"
         )
@@ -94,4 +96,6 @@ class TestStats:
         assert september.stdout != everything
 
     def test_a_bad_date_is_refused(self, sample: Path) -> None:
-        assert refused(sample, "stats", "--until", "tomorrowish").startswith("error: ")
+        assert refused(sample, "stats", "--until", "tomorrowish", code=2).startswith(
+            "usage error: Invalid value for '--until': cannot read 'tomorrowish' as a date"
+        )

@@ -88,7 +88,7 @@ class TestNew:
     def test_new_refuses_an_id_in_use_and_a_bad_id(self, store_path: Path) -> None:
         ok(store_path, "new", "--id", "x")
         assert "exists" in refused(store_path, "new", "--id", "x")
-        assert "not allowed" in refused(store_path, "new", "--id", "../x")
+        assert "not allowed" in refused(store_path, "new", "--id", "../x", code=2)
 
     def test_a_bad_meta_is_bad_usage(self, store_path: Path) -> None:
         line = refused(store_path, "new", "--meta", "novalue", code=2)
@@ -153,8 +153,10 @@ class TestLs:
         assert overridden.stdout.strip() == "[]"
 
     def test_a_bad_date_is_refused_with_the_accepted_forms(self, filled: Path) -> None:
-        line = refused(filled, "ls", "--since", "last tuesday")
-        assert line.startswith("error: cannot read 'last tuesday' as a date")
+        line = refused(filled, "ls", "--since", "last tuesday", code=2)
+        assert line.startswith(
+            "usage error: Invalid value for '--since': cannot read 'last tuesday' as a date"
+        )
 
     def test_a_negative_limit_is_bad_usage(self, filled: Path) -> None:
         assert refused(filled, "ls", "--limit", "-1", code=2).startswith("usage error:")
@@ -221,6 +223,24 @@ class TestBranchAndMerge:
     def test_branch_at_an_unknown_message_is_refused(self, filled: Path) -> None:
         assert "is not in session 'a'" in refused(filled, "branch", "a", "--at", "f" * 26)
 
+    def test_merge_of_a_branch_with_its_parent_keeps_the_shared_history_once(
+        self, filled: Path
+    ) -> None:
+        ok(filled, "branch", "a", "--id", "a2")
+        ok(filled, "add", "-s", "a2", "on the branch")
+        merged = ok_json(filled, "merge", "a", "a2", "--id", "both")
+        assert merged["messages"] == 3
+        shown = ok_json(filled, "show", "both")
+        assert [m["text"] for m in shown["messages"]] == ["one", "two", "on the branch"]
+
+    def test_merge_refuses_a_session_given_twice_and_writes_nothing(self, filled: Path) -> None:
+        line = refused(filled, "merge", "a", "a", "--id", "aa", code=2)
+        assert line == (
+            "usage error: Invalid value for 'SESSION...': session 'a' is given twice; "
+            "name each session once (see `convstore merge --help`)"
+        )
+        assert "aa" not in [s["id"] for s in ok_json(filled, "ls")]
+
     def test_merge_interleaves_by_time_with_provenance(self, filled: Path) -> None:
         mid = ok(filled, "merge", "a", "b", "--id", "ab").stdout.strip()
         assert mid == "ab"
@@ -230,5 +250,5 @@ class TestBranchAndMerge:
         assert shown["session"]["metadata"] == {"merged_from": ["a", "b"]}
 
     def test_merge_needs_two_sessions(self, filled: Path) -> None:
-        assert "at least two" in refused(filled, "merge", "a")
+        assert "at least two" in refused(filled, "merge", "a", code=2)
         assert refused(filled, "merge", code=2).startswith("usage error: Missing argument")

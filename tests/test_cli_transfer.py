@@ -30,8 +30,7 @@ class TestImport:
         result = ok(store_path, "import", str(IMPORT / "claude_blocks.json"))
         assert result.stdout.splitlines() == [
             f"{IMPORT / 'claude_blocks.json'}: claude",
-            "Added 3 session(s) and 10 message(s); "
-            "0 session(s) and 0 message(s) were already there",
+            "Added 3 sessions and 10 messages; 0 sessions and 0 messages were already there",
         ]
         assert result.stderr == ""  # no progress bar when stderr is not a terminal
 
@@ -64,9 +63,17 @@ class TestImport:
 
     def test_a_bad_user_is_refused_before_anything_is_written(self, tmp_path: Path) -> None:
         line = refused(
-            tmp_path / "s", "import", "--user", "x" * 300, str(IMPORT / "openai_lines.jsonl")
+            tmp_path / "s",
+            "import",
+            "--user",
+            "x" * 300,
+            str(IMPORT / "openai_lines.jsonl"),
+            code=2,
         )
-        assert line.startswith("error: user_id must be a string of 1 to 256 characters")
+        assert line.startswith(
+            "usage error: Invalid value for '--user': user_id is 300 characters long; "
+            "make it at most 256"
+        )
         assert not (tmp_path / "s").exists()
 
     def test_import_format_option(self, store_path: Path) -> None:
@@ -125,7 +132,7 @@ class TestExport:
         out = tmp_path / "all.jsonl"
         result = ok(filled, "export", "--format", "jsonl", "--output", str(out))
         assert result.stdout == (
-            f"Exported 5 session(s), 13 message(s) to {out} (jsonl, {out.stat().st_size:,} bytes)\n"
+            f"Exported 5 sessions, 13 messages to {out} (jsonl, {out.stat().st_size:,} bytes)\n"
         )
         assert len(out.read_text("utf-8").splitlines()) == 13
 

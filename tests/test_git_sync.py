@@ -289,10 +289,81 @@ class TestConvstoreSync:
         assert first.committed and first.pushed and first.remote == "origin/main"
         second = sync(b.store)
         assert second.committed is None and second.pushed
+        said = "nothing to commit; origin/main had nothing new; pushed to origin/main"
+        assert str(second) == said
         assert os.path.exists(b.path / ".gitignore")
 
 
+def offline_repo(tmp_path: Path, remote: str) -> Path:
+    """A repository with a store whose only remote, origin, cannot be reached."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "--quiet")
+    git(repo, "config", "user.name", "me")
+    git(repo, "config", "user.email", "me@example.invalid")
+    git(repo, "remote", "add", "origin", remote)
+    with Store(repo / "store") as st:
+        st.create_session("s").append("user", "written on a plane")
+    return repo
+
+
+class TestOffline:
+    @pytest.mark.parametrize("url", ["file:///nonexistent/remote.git", "missing-folder"])
+    def test_an_unreachable_remote_commits_and_says_it_will_push_later(
+        self, tmp_path: Path, url: str
+    ) -> None:
+        repo = offline_repo(tmp_path, url if "://" in url else str(tmp_path / url))
+        with Store(repo / "store") as st:
+            report = sync(st)
+        assert report.committed == git(repo, "rev-parse", "HEAD").strip()
+        assert report.remote == "origin/main"
+        assert report.reachable is False and not report.pulled and not report.pushed
+        assert str(report).startswith(f"committed {report.files} files ({report.committed[:10]})")
+        assert "origin is unreachable" in str(report)
+        assert "the next `convstore sync` that reaches it pushes" in str(report)
+
+    def test_the_command_exits_0_and_its_json_says_what_was_committed(self, tmp_path: Path) -> None:
+        repo = offline_repo(tmp_path, "file:///nonexistent/remote.git")
+        store = str(repo / "store")
+        main = "from convstore.cli import main; main()"
+        done = run_python(main, "sync", "--store", store, "--json")
+        assert done.returncode == 0, done.stderr
+        assert done.stderr == ""
+        body = json.loads(done.stdout)
+        assert body["committed"] == git(repo, "rev-parse", "HEAD").strip()
+        assert body["reachable"] is False and body["pushed"] is False
+        assert any("origin is unreachable" in note for note in body["notes"])
+        text = run_python(
+            "from convstore.cli import main; main()", "sync", "--store", str(repo / "store")
+        )
+        assert text.returncode == 0, text.stderr
+        assert text.stdout.startswith("nothing to commit; origin is unreachable")
+
+    def test_without_push_an_unreachable_remote_is_still_only_a_note(self, tmp_path: Path) -> None:
+        repo = offline_repo(tmp_path, "file:///nonexistent/remote.git")
+        with Store(repo / "store") as st:
+            report = sync(st, pull=False)
+        assert report.committed and report.reachable is False
+
+
 class TestSyncCommand:
+    def test_a_refused_push_exits_1_and_its_json_still_says_what_was_committed(
+        self, tmp_path: Path, remote: Path
+    ) -> None:
+        hook = remote / "hooks" / "pre-receive"
+        hook.write_text("#!/bin/sh\necho 'pushes are closed today' >&2\nexit 1\n")
+        hook.chmod(0o755)
+        repo = offline_repo(tmp_path, str(remote))
+        main = "from convstore.cli import main; main()"
+        done = run_python(main, "sync", "--store", str(repo / "store"), "--json")
+        assert done.returncode == 1
+        body = json.loads(done.stdout)
+        assert body["committed"] == git(repo, "rev-parse", "HEAD").strip()
+        assert body["reachable"] is True and body["pushed"] is False
+        assert "pushes are closed today" in body["error"]
+        assert done.stderr.startswith("error: `git push origin main` failed")
+        assert len(done.stderr.strip().splitlines()) == 1
+
     def test_outside_git_it_exits_1_with_one_line_saying_what_to_do(self, store_path: Path) -> None:
         Store(store_path).close()
         done = run_python(

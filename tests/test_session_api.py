@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ import pytest
 
 from convstore import (
     CheckpointNotFound,
+    InvalidInput,
     Message,
     MessageNotFound,
     SessionExists,
@@ -198,6 +200,38 @@ class TestBranchAndMerge:
         assert [m.text for m in store.session("p.1.1").messages()] == ["the parent's text"]
         store.delete_session("other")
         assert store.branches("other") == []
+
+    def test_merging_a_branch_with_its_parent_keeps_the_shared_history_once(
+        self, store: Store
+    ) -> None:
+        main = store.create_session("main")
+        one, two = main.append("user", "one"), main.append("assistant", "two")
+        store.branch("main", two.id, branch_id="alt").append("user", "three on alt")
+        main.append("user", "three on main")
+        merged = store.merge(["main", "alt"], session_id="both")
+        texts = [m.text for m in merged.messages()]
+        assert sorted(texts[:2]) == ["one", "two"] and len(texts) == 4
+        assert sorted(texts[2:]) == ["three on alt", "three on main"]
+        provenance = [m.metadata["merged_from"] for m in merged.messages()[:2]]
+        assert {p["message"] for p in provenance} == {one.id, two.id}
+        assert {p["session"] for p in provenance} == {"main"}
+
+    @pytest.mark.parametrize(
+        ("sources", "said"),
+        [
+            (["main", "main"], "session 'main' is given twice; name each session once"),
+            (["main", "alt", "main"], "session 'main' is given twice"),
+            (["main"], "merge needs at least two sessions"),
+        ],
+    )
+    def test_a_merge_that_names_a_session_twice_or_alone_is_refused_and_writes_nothing(
+        self, store: Store, sources: list[str], said: str
+    ) -> None:
+        store.create_session("main").append("user", "one")
+        store.branch("main", branch_id="alt")
+        with pytest.raises(InvalidInput, match=re.escape(said)):
+            store.merge(sources, session_id="m")
+        assert sorted(store.session_ids()) == ["alt", "main"]
 
 
 class TestStateAndCheckpoints:

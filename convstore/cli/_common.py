@@ -17,12 +17,44 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .. import layout
-from ..errors import StoreError
-from ..ids import format_us, to_us
-from ..records import Message
+from ..dates import parse_when
+from ..errors import InvalidInput, StoreError
+from ..ids import format_us, to_us, validate_new_session_id, validate_session_id
+from ..records import Message, check_role
+from ..session import _check_label
 from ..store import Store
 
 PIPED_WIDTH = 1000
+
+
+def usage_check(check: Callable[[Any], object], *, each: bool = True) -> Callable[[Any], Any]:
+    """A parameter callback that runs the library's own check on the value given.
+
+    A value the check refuses is bad usage (exit 2, naming the option), found before the store
+    is opened; without it the same refusal would come later from the library, as an error
+    (exit 1). ``each``: a list value is checked item by item, else as a whole.
+    """
+
+    def callback(value: Any) -> Any:
+        if value is None:
+            return value
+        try:
+            for item in value if each and isinstance(value, (list, tuple)) else [value]:
+                check(item)
+        except InvalidInput as e:
+            raise typer.BadParameter(str(e)) from None
+        return value
+
+    return callback
+
+
+check_session_id = usage_check(validate_session_id)
+check_new_session_id = usage_check(validate_new_session_id)
+check_when = usage_check(parse_when)
+check_role_given = usage_check(check_role)
+check_title = usage_check(lambda v: _check_label(v, "title", 1000))
+check_user = usage_check(lambda v: _check_label(v, "user_id", 256))
+check_org = usage_check(lambda v: _check_label(v, "org_id", 256))
 
 StoreOpt = Annotated[
     Path | None,
@@ -43,13 +75,17 @@ SinceOpt = Annotated[
     typer.Option(
         "--since",
         metavar="WHEN",
+        callback=check_when,
         help="From this time on: 2026-05-01, 2026-05-01T10:00Z, 7d, 3h, 2w, yesterday (UTC).",
     ),
 ]
 UntilOpt = Annotated[
     str | None,
     typer.Option(
-        "--until", metavar="WHEN", help="Before this time (a bare date includes the day)."
+        "--until",
+        metavar="WHEN",
+        callback=check_when,
+        help="Before this time (a bare date includes the day).",
     ),
 ]
 MetaOpt = Annotated[
@@ -75,12 +111,22 @@ def complete_session(ctx: typer.Context, incomplete: str) -> list[str]:
 
 SessionArg = Annotated[
     str,
-    typer.Argument(metavar="SESSION", help="The session.", autocompletion=complete_session),
+    typer.Argument(
+        metavar="SESSION",
+        help="The session.",
+        autocompletion=complete_session,
+        callback=check_session_id,
+    ),
 ]
 
 
 def store_path(ctx: typer.Context, store: Path | None) -> Path:
     """The command's --store, else the one given before the command, else the default."""
+    return named_store_path(ctx, store) or layout.default_path()
+
+
+def named_store_path(ctx: typer.Context, store: Path | None) -> Path | None:
+    """The store the user named: --store (after or before the command), else $CONVSTORE_DIR."""
     if store is not None:
         return store.expanduser()
     root = ctx.find_root()
@@ -89,7 +135,8 @@ def store_path(ctx: typer.Context, store: Path | None) -> Path:
         given = root.params.get("store")  # during shell completion no callback has run
     if given is not None:
         return Path(given).expanduser()
-    return layout.default_path()
+    env = os.environ.get("CONVSTORE_DIR")
+    return Path(env).expanduser() if env else None
 
 
 @contextmanager

@@ -16,11 +16,13 @@ from ..errors import ConvstoreError
 from ..ids import format_us, to_us
 from ..importers import import_files
 from ..store import Store
+from ..wording import plural
 from ._common import (
     JsonOpt,
     SessionArg,
     StoreOpt,
     err,
+    named_store_path,
     open_store,
     out,
     print_json,
@@ -118,7 +120,7 @@ def reindex(
     if json:
         print_json({"reindexed": True, "sessions": sessions})
     else:
-        out().print(f"Rebuilt the catalog and search index ({sessions} session folders)")
+        out().print(f"Rebuilt the catalog and search index ({plural(sessions, 'session folder')})")
 
 
 def demo(
@@ -126,7 +128,9 @@ def demo(
     directory: Annotated[
         Path | None,
         typer.Argument(
-            metavar="[DIR]", help="Where to build the demo store (default: a new temporary folder)."
+            metavar="[DIR]",
+            help="Where to build the demo store (default: --store or $CONVSTORE_DIR, else a "
+            "new temporary folder).",
         ),
     ] = None,
     sample: Annotated[
@@ -138,13 +142,10 @@ def demo(
 ) -> None:
     """Build a store from sample_data/ and tour it, printing each command first."""
     folder = tour.find_sample_data(sample)
-    if directory is not None:
-        path = directory.expanduser()
-    elif store is not None:
-        path = store.expanduser()
-    else:
-        # Never the user's own store: the demo would mix sample data into it.
-        path = Path(tempfile.mkdtemp(prefix="convstore-demo-"))
+    named = directory.expanduser() if directory is not None else named_store_path(ctx, store)
+    # Never the platform's default store, which the user did not name: the demo would mix
+    # sample data into their own conversations.
+    path = named or Path(tempfile.mkdtemp(prefix="convstore-demo-"))
     shown = tour.display_path(path)
     if json:
         with Store(path) as s:

@@ -8,13 +8,18 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
+from ..errors import SyncError
+from ..gitsync import SyncReport
 from ..gitsync import sync as git_sync
 from ..watch import WatchEvent
+from ..wording import plural
 from ._common import (
     JsonOpt,
     OrgOpt,
     StoreOpt,
     UserOpt,
+    check_session_id,
+    check_when,
     err,
     human_time,
     message_dict,
@@ -32,7 +37,11 @@ def compact(
     ctx: typer.Context,
     session_id: Annotated[
         str | None,
-        typer.Argument(metavar="[SESSION]", help="Only this session (default: every session)."),
+        typer.Argument(
+            metavar="[SESSION]",
+            help="Only this session (default: every session).",
+            callback=check_session_id,
+        ),
     ] = None,
     store: StoreOpt = None,
     json: JsonOpt = False,
@@ -55,6 +64,7 @@ def prune(
         typer.Option(
             "--older-than",
             metavar="WHEN",
+            callback=check_when,
             help="Delete messages created before this: a span back from now (90d, 12w) or a date.",
         ),
     ],
@@ -86,7 +96,7 @@ def prune(
         out().print(str(report))
     else:
         done = sum(len(c.compacted) for c in compacted)
-        out().print(f"{report.summary()}; compacted {done} sessions")
+        out().print(f"{report.summary()}; compacted {plural(done, 'session')}")
 
 
 def sync(
@@ -103,7 +113,13 @@ def sync(
 ) -> None:
     """Commit the store folder, merge what the remote has (no rebase), and push (git)."""
     with open_store(ctx, store) as s:
-        report = git_sync(s, message=message, pull=pull, push=push)
+        try:
+            report = git_sync(s, message=message, pull=pull, push=push)
+        except SyncError as e:
+            if json and isinstance(e.report, SyncReport):
+                # --json always prints the report: what was committed before the failure.
+                print_json({**e.report.to_dict(), "error": str(e)})
+            raise
     if json:
         print_json(report.to_dict())
     else:
@@ -114,7 +130,13 @@ def watch(
     ctx: typer.Context,
     sessions: Annotated[
         list[str] | None,
-        typer.Option("--session", "-s", metavar="SESSION", help="Only this session; repeatable."),
+        typer.Option(
+            "--session",
+            "-s",
+            metavar="SESSION",
+            callback=check_session_id,
+            help="Only this session; repeatable.",
+        ),
     ] = None,
     store: StoreOpt = None,
     json: JsonOpt = False,

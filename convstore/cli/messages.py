@@ -18,11 +18,17 @@ from ..errors import ConvstoreError
 from ..exporters import content_markdown, session_markdown
 from ..records import ROLES, Message, check_metadata, check_role, encode_record
 from ..session import Session
+from ..wording import plural
 from ._common import (
     JsonOpt,
     MetaOpt,
     SessionArg,
     StoreOpt,
+    check_org,
+    check_role_given,
+    check_session_id,
+    check_title,
+    check_user,
     complete_session,
     human_time,
     message_dict,
@@ -69,20 +75,33 @@ def add(
             metavar="SESSION",
             help="Append to this session (default: a new one).",
             autocompletion=complete_session,
+            callback=check_session_id,
         ),
     ] = None,
     role: Annotated[
-        str, typer.Option("--role", "-r", help=f"The role: {', '.join(ROLES)}.")
+        str,
+        typer.Option(
+            "--role", "-r", callback=check_role_given, help=f"The role: {', '.join(ROLES)}."
+        ),
     ] = "user",
     meta: MetaOpt = None,
     title: Annotated[
-        str | None, typer.Option("--title", help="Title of the new session (without --session).")
+        str | None,
+        typer.Option(
+            "--title", callback=check_title, help="Title of the new session (without --session)."
+        ),
     ] = None,
     user: Annotated[
-        str | None, typer.Option("--user", metavar="USER", help="User of the new session.")
+        str | None,
+        typer.Option(
+            "--user", metavar="USER", callback=check_user, help="User of the new session."
+        ),
     ] = None,
     org: Annotated[
-        str | None, typer.Option("--org", metavar="ORG", help="Organisation of the new session.")
+        str | None,
+        typer.Option(
+            "--org", metavar="ORG", callback=check_org, help="Organisation of the new session."
+        ),
     ] = None,
     store: StoreOpt = None,
     json: JsonOpt = False,
@@ -137,10 +156,15 @@ def show(
     fmt = ShowFormat.json if json else format
     with open_store(ctx, store) as s:
         session = s.session(session_id)
-        messages = session.recent(limit) if limit is not None else session.messages()
         if follow:
-            _follow(session, messages, fmt)
+            # One read gives both what is shown and what counts as seen: the messages that
+            # --limit leaves out are old, not new, and a message that arrives after this read
+            # is in neither, so it is printed when it comes.
+            every = session.messages()
+            shown = every if limit is None else every[max(0, len(every) - limit) :]
+            _follow(session, shown, every, fmt)
             return
+        messages = session.recent(limit) if limit is not None else session.messages()
         if fmt is ShowFormat.json:
             print_json({"session": session.info(), "messages": [message_dict(m) for m in messages]})
         elif fmt is ShowFormat.markdown:
@@ -152,8 +176,10 @@ def show(
                 console.print(render_message(m, console), soft_wrap=not console.is_terminal)
 
 
-def _follow(session: Session, shown: Sequence[Message], fmt: ShowFormat) -> None:
-    """Print ``shown``, then every message that arrives, until Ctrl-C (which exits 0).
+def _follow(
+    session: Session, shown: Sequence[Message], known: Sequence[Message], fmt: ShowFormat
+) -> None:
+    """Print ``shown``, then every message not in ``known`` as it arrives, until Ctrl-C.
 
     With ``convstore.watch`` available the wait is event driven (the watcher wakes us when the
     session's files change; a look every FOLLOW_SAFETY_SECONDS covers a missed event). Without
@@ -170,7 +196,7 @@ def _follow(session: Session, shown: Sequence[Message], fmt: ShowFormat) -> None
         emit = lambda m: console.print(  # noqa: E731
             render_message(m, console), soft_wrap=not console.is_terminal
         )
-    seen = {m.id for m in shown}
+    seen = {m.id for m in known}
     for m in shown:
         emit(m)
     console.file.flush()
@@ -223,7 +249,9 @@ def session_header(session: Session, shown: int, console: Console) -> Renderable
         if info[key]:
             facts.append(f"{key.removesuffix('_id')} {info[key]}")
     total = int(info["messages"])
-    facts.append(f"{total} messages" if shown == total else f"last {shown} of {total} messages")
+    facts.append(
+        plural(total, "message") if shown == total else f"last {shown} of {total} messages"
+    )
     span = f"{human_time(str(info['created_at']))} → {human_time(str(info['updated_at']))} UTC"
     facts.append(span)
     lines = [" · ".join(facts)]

@@ -16,6 +16,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from ..wording import plural
 from ._common import (
     JsonOpt,
     OrgOpt,
@@ -23,6 +24,8 @@ from ._common import (
     StoreOpt,
     UntilOpt,
     UserOpt,
+    check_role_given,
+    check_session_id,
     complete_session,
     human_time,
     jsonable,
@@ -56,11 +59,15 @@ def search(
             metavar="SESSION",
             help="Only this session.",
             autocompletion=complete_session,
+            callback=check_session_id,
         ),
     ] = None,
     user: UserOpt = None,
     org: OrgOpt = None,
-    role: Annotated[str | None, typer.Option("--role", "-r", help="Only this role.")] = None,
+    role: Annotated[
+        str | None,
+        typer.Option("--role", "-r", callback=check_role_given, help="Only this role."),
+    ] = None,
     since: SinceOpt = None,
     until: UntilOpt = None,
     limit: Annotated[
@@ -252,9 +259,10 @@ def render_stats(d: Mapping[str, Any]) -> RenderableType:
         return d.get(key)
 
     head = Text()
-    head.append(f"{_fmt(take('sessions'))} sessions", style="bold")
+    sessions, messages = take("sessions"), take("messages")
+    head.append(plural(sessions, "session", _fmt(sessions)), style="bold")
     head.append(" · ")
-    head.append(f"{_fmt(take('messages'))} messages", style="bold")
+    head.append(plural(messages, "message", _fmt(messages)), style="bold")
     first, last = take("first_message_at"), take("last_message_at")
     if first:
         head.append(f" · {human_time(first)} → {human_time(last)} UTC", style="dim")
@@ -302,11 +310,12 @@ def render_stats(d: Mapping[str, Any]) -> RenderableType:
         parts.append(Text("Top terms: " + ", ".join(f"{t} ({n:,})" for t, n in terms[:10])))
     storage = take("storage") or {}
     if storage:
+        files = storage.get("files")
         parts.append(
             Text(
                 f"Storage: {_size(storage.get('raw_bytes'))} of records in "
                 f"{_size(storage.get('disk_bytes'))} on disk ({storage.get('ratio', 0):.1f}x), "
-                f"{_fmt(storage.get('files'))} files",
+                f"{plural(int(files or 0), 'file', _fmt(files))}",
                 style="dim",
             )
         )

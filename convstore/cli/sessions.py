@@ -9,7 +9,9 @@ import typer
 from rich.table import Table
 
 from .. import layout
-from ..store import Store
+from ..ids import validate_session_id
+from ..session import _check_label
+from ..store import Store, check_merge_sources
 from ._common import (
     JsonOpt,
     MetaOpt,
@@ -19,6 +21,10 @@ from ._common import (
     StoreOpt,
     UntilOpt,
     UserOpt,
+    check_new_session_id,
+    check_org,
+    check_title,
+    check_user,
     complete_session,
     err,
     human_time,
@@ -27,6 +33,7 @@ from ._common import (
     parse_meta,
     print_json,
     store_path,
+    usage_check,
 )
 
 PANEL = "Sessions"
@@ -56,21 +63,39 @@ def init(
 def new(
     ctx: typer.Context,
     session_id: Annotated[
-        str | None, typer.Option("--id", metavar="ID", help="The session id (default: a new one).")
+        str | None,
+        typer.Option(
+            "--id",
+            metavar="ID",
+            callback=check_new_session_id,
+            help="The session id (default: a new one).",
+        ),
     ] = None,
-    title: Annotated[str | None, typer.Option("--title", help="A title.")] = None,
-    user: Annotated[str | None, typer.Option("--user", metavar="USER", help="Its user.")] = None,
+    title: Annotated[
+        str | None, typer.Option("--title", callback=check_title, help="A title.")
+    ] = None,
+    user: Annotated[
+        str | None, typer.Option("--user", metavar="USER", callback=check_user, help="Its user.")
+    ] = None,
     org: Annotated[
-        str | None, typer.Option("--org", metavar="ORG", help="Its organisation.")
+        str | None,
+        typer.Option("--org", metavar="ORG", callback=check_org, help="Its organisation."),
     ] = None,
     agent: Annotated[
-        str | None, typer.Option("--agent", metavar="AGENT", help="The agent it belongs to.")
+        str | None,
+        typer.Option(
+            "--agent",
+            metavar="AGENT",
+            callback=usage_check(lambda v: _check_label(v, "agent_id", 256)),
+            help="The agent it belongs to.",
+        ),
     ] = None,
     meta: MetaOpt = None,
     store: StoreOpt = None,
     json: JsonOpt = False,
 ) -> None:
     """Create a session and print its id."""
+    metadata = parse_meta(meta)  # before the store is made: refused input writes nothing
     with open_store(ctx, store, create=True) as s:
         session = s.create_session(
             session_id,
@@ -78,7 +103,7 @@ def new(
             user_id=user,
             org_id=org,
             agent_id=agent,
-            metadata=parse_meta(meta),
+            metadata=metadata,
         )
         print_json(session.info()) if json else out().print(session.id)
 
@@ -180,9 +205,17 @@ def branch(
         ),
     ] = None,
     new_id: Annotated[
-        str | None, typer.Option("--id", metavar="ID", help="The branch's id (default: a new one).")
+        str | None,
+        typer.Option(
+            "--id",
+            metavar="ID",
+            callback=check_new_session_id,
+            help="The branch's id (default: a new one).",
+        ),
     ] = None,
-    title: Annotated[str | None, typer.Option("--title", help="Its title.")] = None,
+    title: Annotated[
+        str | None, typer.Option("--title", callback=check_title, help="Its title.")
+    ] = None,
     store: StoreOpt = None,
     json: JsonOpt = False,
 ) -> None:
@@ -197,13 +230,21 @@ def merge(
     session_ids: Annotated[
         list[str],
         typer.Argument(
-            metavar="SESSION...", help="Two or more sessions.", autocompletion=complete_session
+            metavar="SESSION...",
+            help="Two or more sessions.",
+            autocompletion=complete_session,
+            callback=usage_check(_merge_sources, each=False),
         ),
     ],
     new_id: Annotated[
-        str | None, typer.Option("--id", metavar="ID", help="The new session's id.")
+        str | None,
+        typer.Option(
+            "--id", metavar="ID", callback=check_new_session_id, help="The new session's id."
+        ),
     ] = None,
-    title: Annotated[str | None, typer.Option("--title", help="Its title.")] = None,
+    title: Annotated[
+        str | None, typer.Option("--title", callback=check_title, help="Its title.")
+    ] = None,
     store: StoreOpt = None,
     json: JsonOpt = False,
 ) -> None:
@@ -211,6 +252,10 @@ def merge(
     with open_store(ctx, store) as s:
         made = s.merge(session_ids, session_id=new_id, title=title)
         print_json(made.info()) if json else out().print(made.id)
+
+
+def _merge_sources(session_ids: list[str]) -> None:
+    check_merge_sources([validate_session_id(s) for s in session_ids])
 
 
 def register(app: typer.Typer) -> None:

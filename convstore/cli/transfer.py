@@ -11,6 +11,7 @@ import typer
 from rich.markup import escape
 
 from .. import exporters, importers, layout
+from ..wording import plural
 from ._common import (
     JsonOpt,
     OrgOpt,
@@ -18,6 +19,9 @@ from ._common import (
     StoreOpt,
     UntilOpt,
     UserOpt,
+    check_org,
+    check_session_id,
+    check_user,
     complete_session,
     open_store,
     out,
@@ -54,6 +58,7 @@ def export(
             metavar="[SESSION]...",
             help="Sessions to export (default: all that match).",
             autocompletion=complete_session,
+            callback=check_session_id,
         ),
     ] = None,
     format: Annotated[
@@ -96,7 +101,8 @@ def export(
         print_json(report.to_dict())
     elif not to_stdout:
         out().print(
-            f"Exported {len(report.sessions)} session(s), {report.messages} message(s) "
+            f"Exported {plural(len(report.sessions), 'session')}, "
+            f"{plural(report.messages, 'message')} "
             f"to {output} ({format.value}, {report.bytes:,} bytes)"
         )
 
@@ -113,11 +119,21 @@ def import_(
     ] = ImportFormat.auto,
     user: Annotated[
         str | None,
-        typer.Option("--user", metavar="USER", help="User of sessions that do not name one."),
+        typer.Option(
+            "--user",
+            metavar="USER",
+            callback=check_user,
+            help="User of sessions that do not name one.",
+        ),
     ] = None,
     org: Annotated[
         str | None,
-        typer.Option("--org", metavar="ORG", help="Organisation of sessions that do not name one."),
+        typer.Option(
+            "--org",
+            metavar="ORG",
+            callback=check_org,
+            help="Organisation of sessions that do not name one.",
+        ),
     ] = None,
     max_size: Annotated[
         str,
@@ -142,7 +158,7 @@ def import_(
     """Import ChatGPT, Claude, OpenAI-style or convstore exports. Safe to run twice."""
     limit = _size(max_size)
     # Read and check every file before the store is even opened: a refusal leaves no trace.
-    with spinner(f"Reading {len(files)} file(s)"):
+    with spinner(f"Reading {plural(len(files), 'file')}"):
         plan = importers.plan_files(
             files,
             format=format.value,
@@ -162,9 +178,10 @@ def import_(
     for f in report.files:
         console.print(f"[dim]{escape(f)}: {report.formats[f]}[/]")
     console.print(
-        f"Added {report.sessions_added} session(s) and {report.messages_added} message(s); "
-        f"{report.sessions_skipped} session(s) and {report.messages_skipped} message(s) "
-        "were already there"
+        f"Added {plural(report.sessions_added, 'session')} and "
+        f"{plural(report.messages_added, 'message')}; "
+        f"{plural(report.sessions_skipped, 'session')} and "
+        f"{plural(report.messages_skipped, 'message')} were already there"
     )
 
 

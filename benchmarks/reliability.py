@@ -336,9 +336,7 @@ def check_clean(path: Path, tally: Tally, when: str, *, repair: bool) -> None:
                 # tantivy's files as they made them (0644), inside folders that are 0700.
                 unset_mode = "/.cache/" in issue.path and "mode 0" in issue.problem
                 crash_debris = (
-                    "torn tail" in issue.problem
-                    or "temporary file" in issue.problem
-                    or unset_mode
+                    "torn tail" in issue.problem or "temporary file" in issue.problem or unset_mode
                 )
                 if not (issue.repaired and crash_debris):
                     tally.fail(f"{when}: check(repair=True) found {issue}")

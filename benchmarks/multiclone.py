@@ -332,6 +332,18 @@ class World:
                 self.tally.conflicts.append(f"{clone.name} ends with unmerged files")
 
 
+@contextmanager
+def world(root: Path, clones: int, seed: int = 0) -> Iterator[World]:
+    """``clones`` clones of a new store under ``root``, with git's default settings, closed
+    on the way out."""
+    with isolated_git(root):
+        w = World(root, clones, seed)
+        try:
+            yield w
+        finally:
+            w.close()
+
+
 def _merges(path: Path) -> int:
     return len(git(path, "rev-list", "--merges", "HEAD").stdout.split())
 
@@ -372,19 +384,16 @@ def _tombstones(root: Path) -> tuple[set[str], dict[str, list[str]]]:
 
 def run(clones: int, rounds: int, seed: int, operations: int = 6) -> Tally:
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="convstore-multiclone-") as tmp:
-        root = Path(tmp)
-        with isolated_git(root):
-            world = World(root, clones, seed)
-            try:
-                for _ in range(rounds):
-                    world.round(operations)
-                world.settle()
-                world.verify()
-            finally:
-                world.close()
-    world.tally.seconds = time.perf_counter() - started
-    return world.tally
+    with (
+        tempfile.TemporaryDirectory(prefix="convstore-multiclone-") as tmp,
+        world(Path(tmp), clones, seed) as w,
+    ):
+        for _ in range(rounds):
+            w.round(operations)
+        w.settle()
+        w.verify()
+    w.tally.seconds = time.perf_counter() - started
+    return w.tally
 
 
 def main(argv: list[str] | None = None) -> int:

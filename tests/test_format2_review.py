@@ -22,12 +22,8 @@ pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="git is not 
 
 @pytest.fixture
 def two(tmp_path: Path) -> Iterator[multiclone.World]:
-    with multiclone.isolated_git(tmp_path):
-        w = multiclone.World(tmp_path, clones=2, seed=0)
-        try:
-            yield w
-        finally:
-            w.close()
+    with multiclone.world(tmp_path, clones=2) as w:
+        yield w
 
 
 def exchange(w: multiclone.World, how: str = "convstore") -> None:

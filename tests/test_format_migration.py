@@ -174,12 +174,8 @@ class TestWriterIds:
 
 @pytest.fixture
 def two(tmp_path: Path) -> Iterator[multiclone.World]:
-    with multiclone.isolated_git(tmp_path):
-        w = multiclone.World(tmp_path, clones=2, seed=0)
-        try:
-            yield w
-        finally:
-            w.close()
+    with multiclone.world(tmp_path, clones=2) as w:
+        yield w
 
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")

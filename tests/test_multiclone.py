@@ -22,12 +22,8 @@ pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="git is not 
 
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[multiclone.World]:
-    with multiclone.isolated_git(tmp_path):
-        w = multiclone.World(tmp_path, clones=3, seed=0)
-        try:
-            yield w
-        finally:
-            w.close()
+    with multiclone.world(tmp_path, clones=3) as w:
+        yield w
 
 
 def sync_all(w: multiclone.World, how: str, order: list[int]) -> None:

@@ -172,7 +172,7 @@ class TestSizeLimit:
             check=False,
         )
         assert ok.returncode == 0, ok.stderr
-        assert "Added 5 session(s)" in ok.stdout
+        assert "Added 5 sessions" in ok.stdout
 
 
 SEGMENT_BOMB = """

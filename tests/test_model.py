@@ -198,7 +198,14 @@ class StoreModel(RuleBasedStateMachine):
             want = [(m.id, m.role, m.text) for m in self.view(sid)]
             assert got == want, f"session {sid} differs from the model"
             assert len(session) == len(want)
-            assert [m.id for m in session.recent(3)] == [w[0] for w in want[-3:]]
+            assert [m.id for m in session._last(3)] == [w[0] for w in want[-3:]]
+            # recent(): a suffix that never starts on a tool result. It reaches back to the
+            # call of a result cut from it, and leaves out results that answer no call.
+            window = [m.id for m in session.recent(3)]
+            assert window == [w[0] for w in want[len(want) - len(window) :]]
+            assert not window or want[len(want) - len(window)][1] != "tool"
+            cut = want[max(0, len(want) - 3) : len(want) - len(window)]
+            assert all(w[1] == "tool" for w in cut)
 
     @invariant()
     def the_listing_holds_exactly_the_live_sessions(self) -> None:

@@ -119,6 +119,7 @@ class TestFormatOneStores:
                 clone.store.compact()
             for clone in (*clones, *clones):
                 w.sync(clone, "git")
+            w.settle()  # `convstore sync` also makes what git checked out private
             w.verify()
             assert w.tally.ok, str(w.tally)
             for clone in clones:

@@ -391,7 +391,7 @@ def _own_missing(store: Store, sid: str, folder: Path) -> list[Issue]:
     writer = store.writer_id
     seqs = sorted(
         int(m.group(2))
-        for name in os.listdir(folder)
+        for name in layout.list_names(folder)  # links are reported apart (_check_tree)
         if (m := layout.HOT_RE.fullmatch(name)) and m.group(1) == writer
     )
     issues = []

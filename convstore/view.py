@@ -346,12 +346,7 @@ class SessionView:
             except ValueError as e:
                 self.problems.append(Problem(str(path), start, end, f"bad JSON: {e}"))
                 continue
-            self._foreign = owner(name) != self.writer
-            try:
-                for record in records:
-                    self.apply(record)
-            finally:
-                self._foreign = False
+            self._apply_file(name, records)
         # A torn tail may be an append still in flight: stop before it, look again next time.
         self.hot_offsets[name] = result.valid_end
         if result.closed:
@@ -368,6 +363,11 @@ class SessionView:
             self.bad_sealed.add(name)  # reported once; check() says what to do
             return
         self.sealed.add(name)
+        self._apply_file(name, records)
+
+    def _apply_file(self, name: str, records: list[dict[str, Any]]) -> None:
+        """Replay records read from file ``name``, noting whether another clone owns it (its
+        blobs are not ours to refer to: ``own_blobs``)."""
         self._foreign = owner(name) != self.writer
         try:
             for record in records:
